@@ -1,0 +1,136 @@
+"""Command line: ``python -m runtime validate|run CONFIG`` (also installed as ``esm-runtime``).
+
+``worker`` is internal: the supervisor starts workers with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="esm-runtime",
+        description="AWS Lambda event source mappings, self-hosted.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check a configuration file and list every problem")
+    v.add_argument("config", help="YAML file with functions and eventSourceMappings")
+    r = sub.add_parser("run", help="run the mappings of a configuration file")
+    r.add_argument("config")
+    r.add_argument("--workers", type=int, help="worker processes (ESM_WORKERS; default: cores)")
+    r.add_argument("--port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("config")
+    w.add_argument("--index", type=int, required=True)
+    w.add_argument("--count", type=int, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Handlers are imported from the working directory, as Lambda imports from the task root.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if args.command == "validate":
+        return _validate(args.config)
+    if args.command == "run":
+        if args.workers is not None:
+            os.environ["ESM_WORKERS"] = str(args.workers)
+        if args.port is not None:
+            os.environ["ESM_HTTP_PORT"] = str(args.port)
+        return _run(args.config)
+    return _worker(args.config, args.index, args.count)
+
+
+def _validate(path: str) -> int:
+    from runtime.config.loader import ConfigError, load_config
+    from runtime.config.settings import Settings
+
+    try:
+        config = load_config(path, Settings())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{path}: OK ({len(config.functions)} functions, {len(config.mappings)} mappings)")
+    for m in config.mappings:
+        state = "enabled" if m.enabled else "disabled"
+        print(
+            f"  {m.uuid}  {m.function.name} <- {m.source.identity}  "
+            f"BatchSize={m.batch_size} Window={m.batching_window_seconds:g}s "
+            f"MaximumConcurrency={m.maximum_concurrency or '-'} ({state})"
+        )
+    return 0
+
+
+def _prepare_metrics_dir() -> str:
+    """Set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported anywhere."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for f in Path(path).glob("*.db"):
+            f.unlink()
+    else:
+        path = tempfile.mkdtemp(prefix="esm-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def _run(path: str) -> int:
+    metrics_dir = _prepare_metrics_dir()
+    owns_dir = metrics_dir.startswith(tempfile.gettempdir()) and "esm-metrics-" in metrics_dir
+
+    import uvloop
+
+    from runtime.config.loader import ConfigError, load_config
+    from runtime.config.settings import Settings
+    from runtime.logging import configure_logging
+    from runtime.supervisor.supervisor import Supervisor
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format, process="supervisor")
+    try:
+        config = load_config(path, settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return uvloop.run(Supervisor(path, config, settings).run())
+    finally:
+        if owns_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _worker(path: str, index: int, count: int) -> int:
+    import uvloop
+
+    from runtime.config.loader import ConfigError, load_config
+    from runtime.config.settings import Settings
+    from runtime.logging import configure_logging
+    from runtime.worker import EXIT_CONFIG, Worker
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format, process=f"worker-{index}")
+    fd = os.environ.get("ESM_CONTROL_FD")
+    control = socket.socket(fileno=int(fd)) if fd else None
+    if control is not None:
+        control.setblocking(False)
+    try:
+        config = load_config(path, settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        code = EXIT_CONFIG
+    else:
+        code = uvloop.run(Worker(config, settings, index, count, control).run())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A stuck handler thread would block a normal interpreter exit; leave at once.
+    os._exit(code)

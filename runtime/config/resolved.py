@@ -1,0 +1,81 @@
+"""Validated configuration with every default applied: what the rest of the runtime reads.
+
+The YAML model keeps ``None`` for "not given" (as the Lambda API does); these classes carry the
+effective value, so no other module needs to know a source's defaults.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from runtime.config.model import EventSourceMappingConfig, FunctionConfig
+from runtime.config.sources import EventSource
+
+# Namespace for mapping UUIDs derived from (function, event source). Changing it would change
+# every derived UUID, and with it metric series and Kafka consumer groups: never change it.
+MAPPING_UUID_NAMESPACE = uuid.UUID("3f0c6f3e-6b0e-4c54-9a53-5d1b3c0e7a11")
+
+
+def derive_mapping_uuid(function_name: str, source: EventSource) -> str:
+    return str(uuid.uuid5(MAPPING_UUID_NAMESPACE, f"{function_name}|{source.identity}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    name: str
+    handler: str
+    timeout_seconds: int
+    memory_size: int
+    environment: dict[str, str]
+    reserved_concurrency: int | None
+    region: str
+    account: str
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
+
+    @classmethod
+    def from_config(cls, name: str, cfg: FunctionConfig, region: str, account: str) -> Function:
+        return cls(
+            name=name,
+            handler=cfg.handler,
+            timeout_seconds=cfg.timeout,
+            memory_size=cfg.memory_size,
+            environment=dict(cfg.environment.variables) if cfg.environment else {},
+            reserved_concurrency=cfg.reserved_concurrent_executions,
+            region=region,
+            account=account,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    uuid: str
+    index: int  # position in the YAML list, for messages
+    function: Function
+    source: EventSource
+    enabled: bool
+    batch_size: int
+    batching_window_seconds: float
+    maximum_concurrency: int | None
+    report_batch_item_failures: bool
+    filter_patterns: tuple[str, ...]
+    raw: EventSourceMappingConfig = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.function.name} <- {self.source.identity}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    functions: dict[str, Function]
+    mappings: tuple[Mapping, ...]
+
+    def mapping(self, mapping_uuid: str) -> Mapping:
+        for m in self.mappings:
+            if m.uuid == mapping_uuid:
+                return m
+        raise KeyError(mapping_uuid)

@@ -1,0 +1,156 @@
+"""Rules that involve several fields of a mapping, or the kind of its event source.
+
+Each rule appends human-readable problems instead of raising, so that ``validate`` lists every
+problem of a file at once. Messages reuse Lambda's own wording where AWS has one (recorded in
+the conformance snapshots), prefixed with the field they are about.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from runtime.config.model import EventSourceMappingConfig, StartingPosition
+from runtime.config.sources import (
+    IMPLEMENTED,
+    SQS_FIFO_MAX_BATCH_SIZE,
+    TRAITS,
+    EventSource,
+    SourceKind,
+    UnrecognizedEventSource,
+    parse_event_source_arn,
+    self_managed_kafka_source,
+)
+
+DEFAULT_MAX_FILTERS = 5
+
+
+def resolve_source(m: EventSourceMappingConfig, problems: list[str]) -> EventSource | None:
+    if m.event_source_arn and m.self_managed_event_source:
+        problems.append(
+            "EventSourceArn: give either EventSourceArn or SelfManagedEventSource, not both"
+        )
+        return None
+    if m.self_managed_event_source is not None:
+        servers = m.self_managed_event_source.endpoints.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not servers:
+            problems.append("SelfManagedEventSource.Endpoints: KAFKA_BOOTSTRAP_SERVERS is required")
+            return None
+        if not m.topics:
+            problems.append("Topics: required for a Kafka event source (exactly one topic)")
+            return None
+        return self_managed_kafka_source(servers, m.topics[0])
+    if not m.event_source_arn:
+        problems.append("EventSourceArn: required (or SelfManagedEventSource for Kafka)")
+        return None
+    try:
+        return parse_event_source_arn(m.event_source_arn)
+    except UnrecognizedEventSource as exc:
+        problems.append(f"EventSourceArn: {exc} ({m.event_source_arn!r})")
+        return None
+
+
+def check_mapping(
+    m: EventSourceMappingConfig,
+    source: EventSource,
+    given_fields: set[str],
+    problems: list[str],
+    *,
+    max_filters: int = DEFAULT_MAX_FILTERS,
+) -> None:
+    """Apply every cross-field rule of esm-spec §1.2 that concerns ``m``."""
+    traits = TRAITS[source.kind]
+    if source.kind not in IMPLEMENTED:
+        problems.append(
+            f"EventSourceArn: {source.kind.value} event sources are not supported by this "
+            "runtime version yet"
+        )
+
+    for name in sorted(given_fields - traits.fields):
+        problems.append(
+            f"{name}: Unsupported {name} parameter for given event source mapping type."
+        )
+
+    batch_size = m.batch_size if m.batch_size is not None else traits.default_batch_size
+    window = (
+        float(m.maximum_batching_window_in_seconds)
+        if m.maximum_batching_window_in_seconds is not None
+        else traits.default_window_seconds
+    )
+    if batch_size > traits.max_batch_size:
+        problems.append(f"BatchSize: must be at most {traits.max_batch_size} for this source")
+    if source.kind is SourceKind.SQS and source.fifo:
+        if batch_size > SQS_FIFO_MAX_BATCH_SIZE:
+            problems.append(
+                f"BatchSize: must be at most {SQS_FIFO_MAX_BATCH_SIZE} for FIFO queues "
+                f"(got {batch_size})"
+            )
+        if m.maximum_batching_window_in_seconds:
+            problems.append(
+                "MaximumBatchingWindowInSeconds: batching window is not supported for FIFO queues"
+            )
+    elif traits.window_required_above_10 and batch_size > 10 and window < 1:
+        problems.append(
+            "MaximumBatchingWindowInSeconds: Maximum batch window in seconds must be greater "
+            "than 0 if maximum batch size is greater than 10"
+        )
+
+    age = m.maximum_record_age_in_seconds
+    if age is not None and 0 <= age < 60:
+        problems.append(
+            f"MaximumRecordAgeInSeconds: must be -1 (infinite) or between 60 and 604800 (got {age})"
+        )
+
+    if m.scaling_config is not None and m.provisioned_poller_config is not None:
+        problems.append(
+            "ScalingConfig: cannot be combined with ProvisionedPollerConfig on the same mapping"
+        )
+
+    dest = m.destination_config
+    if dest is not None and dest.on_success is not None and dest.on_success.destination:
+        problems.append(
+            "DestinationConfig.OnSuccess: Unsupported OnSuccess parameter for event source "
+            "mappings (only OnFailure is supported)"
+        )
+
+    _check_starting_position(m, source, problems)
+    _check_filters(m, problems, max_filters)
+
+
+def _check_starting_position(
+    m: EventSourceMappingConfig, source: EventSource, problems: list[str]
+) -> None:
+    if source.kind in (SourceKind.KINESIS, SourceKind.DYNAMODB) and m.starting_position is None:
+        problems.append(
+            "StartingPosition: 1 validation error detected: Value null at 'startingPosition' "
+            "failed to satisfy constraint: Member must not be null."
+        )
+    if m.starting_position is StartingPosition.AT_TIMESTAMP:
+        if source.kind is SourceKind.DYNAMODB:
+            problems.append(
+                f"StartingPosition: Unsupported starting position for arn type: {source.arn}"
+            )
+        if m.starting_position_timestamp is None:
+            problems.append("StartingPositionTimestamp: required with AT_TIMESTAMP")
+        elif m.starting_position_timestamp > time.time():
+            problems.append("StartingPositionTimestamp: cannot be in the future")
+    elif m.starting_position_timestamp is not None:
+        problems.append("StartingPositionTimestamp: only valid with StartingPosition AT_TIMESTAMP")
+
+
+def _check_filters(m: EventSourceMappingConfig, problems: list[str], max_filters: int) -> None:
+    if m.filter_criteria is None:
+        return
+    filters = m.filter_criteria.filters
+    if len(filters) > max_filters:
+        problems.append(
+            f"FilterCriteria.Filters: at most {max_filters} filters are allowed "
+            f"(got {len(filters)})"
+        )
+    for i, f in enumerate(filters):
+        try:
+            json.loads(f.pattern)
+        except ValueError as exc:
+            problems.append(
+                f"FilterCriteria.Filters[{i}].Pattern: Invalid filter pattern definition. ({exc})"
+            )

@@ -1,0 +1,79 @@
+"""Process-level settings, read from ``ESM_*`` environment variables.
+
+Everything here is about how the runtime runs (ports, processes, ramps), never about what a
+mapping means: mapping semantics stay in the YAML with Lambda's names. docs/configuration.md
+lists every setting; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ESM_", extra="ignore", frozen=True)
+
+    # AWS access. Region and credentials come from the standard AWS chain
+    # (AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, web identity, instance role...).
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint override for every AWS client (emulators such as ministack). "
+        "botocore's own AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> also work.",
+    )
+
+    account_id: str = Field(
+        default="000000000000",
+        pattern=r"^\d{12}$",
+        description="Account id used in function ARNs (context.invoked_function_arn) and "
+        "failure records.",
+    )
+    region: str = Field(
+        default_factory=lambda: (
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        ),
+        description="Region of function ARNs; defaults to AWS_REGION / AWS_DEFAULT_REGION.",
+    )
+
+    # Processes.
+    workers: int = Field(default_factory=_default_workers, ge=1, le=256)
+    drain_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
+    worker_restart_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    worker_restart_backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
+    worker_stall_timeout_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="A worker whose event loop makes no progress for this long beyond the "
+        "longest function timeout is killed and restarted (an async handler blocking the loop).",
+    )
+
+    # HTTP endpoints (/metrics, /healthz, /readyz).
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    # Logging.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # Concurrency scaling (per mapping; split across worker processes).
+    scaling_initial_concurrency: int = Field(default=5, ge=1, le=1000)
+    scaling_step: int = Field(default=10, ge=1, le=1000)
+    scaling_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    scaling_error_cooldown_seconds: float = Field(default=5.0, ge=0, le=600)
+    default_maximum_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        le=10000,
+        description="Ceiling for mappings without ScalingConfig.MaximumConcurrency.",
+    )
+
+    # SQS.
+    sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    sqs_extend_visibility: bool = True

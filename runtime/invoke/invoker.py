@@ -1,0 +1,224 @@
+"""Running a handler once: context, timeout, concurrency, and Lambda's error shapes.
+
+Sync handlers run on a thread pool (so there is no running event loop in their thread, which
+Powertools' AsyncBatchProcessor relies on); async handlers run on the worker's loop. The result
+goes through JSON exactly as Lambda's runtime would send it (``Runtime.MarshalError`` when it
+cannot), so response parsing sees what AWS's poller would see.
+
+A handler past its ``Timeout`` fails the batch with Lambda's timeout error. An async handler is
+cancelled; a sync handler's thread cannot be stopped, so the invoker reports it through
+``on_stuck`` and the worker recycles itself once its other batches are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import decimal
+import json
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from runtime.config.resolved import Function
+from runtime.invoke.context import LambdaContext
+from runtime.invoke.handler import LoadedHandler
+from runtime.metrics import MappingMetrics
+from runtime.pipeline.records import MAX_PAYLOAD_BYTES
+
+log = structlog.get_logger("runtime.invoke")
+
+# How long a cancelled async handler may take to unwind before the worker is recycled.
+_CANCEL_GRACE_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionError:
+    error_type: str
+    error_message: str
+    stack_trace: tuple[str, ...] = ()
+
+    def as_payload(self, request_id: str) -> dict[str, Any]:
+        """Lambda's error payload, as a client of a failed Invoke would receive it."""
+        return {
+            "errorMessage": self.error_message,
+            "errorType": self.error_type,
+            "requestId": request_id,
+            "stackTrace": list(self.stack_trace),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationResult:
+    request_id: str
+    response: Any  # the JSON-decoded response; None on error
+    error: FunctionError | None
+    duration: float  # seconds spent in the handler
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _json_default(o: Any) -> Any:
+    # awslambdaric serialises Decimal (what boto3's DynamoDB types use) as a number.
+    if isinstance(o, decimal.Decimal):
+        return float(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def _error_from(exc: BaseException) -> FunctionError:
+    if isinstance(exc, SystemExit):
+        return FunctionError("Runtime.ExitError", f"RequestId: Error: Runtime exited ({exc.code})")
+    frames = traceback.extract_tb(exc.__traceback__)
+    return FunctionError(
+        error_type=type(exc).__name__,
+        error_message=str(exc),
+        stack_trace=tuple(traceback.format_list(frames)),
+    )
+
+
+def _call_sync(func: Callable[[Any, Any], Any], event: Any, context: Any) -> tuple[bool, Any]:
+    """Run a sync handler; nothing, not even SystemExit, escapes into the pool's future."""
+    try:
+        return True, func(event, context)
+    except BaseException as exc:
+        return False, exc
+
+
+async def _call_async(
+    func: Callable[[Any, Any], Any], event: Any, context: Any
+) -> tuple[bool, Any]:
+    """Run an async handler; SystemExit and friends become a failed result, not a dead loop."""
+    try:
+        return True, await func(event, context)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return False, exc
+
+
+class Invoker:
+    """Invokes one function. Shared by every mapping of that function in a worker."""
+
+    def __init__(
+        self,
+        function: Function,
+        handler: LoadedHandler,
+        executor: Executor,
+        *,
+        concurrency_limit: int | None,
+        on_stuck: Callable[[str], None],
+    ) -> None:
+        self.function = function
+        self._handler = handler
+        self._executor = executor
+        self._sem = asyncio.Semaphore(concurrency_limit) if concurrency_limit else None
+        self._on_stuck = on_stuck
+
+    async def invoke(self, event: Any, metrics: MappingMetrics) -> InvocationResult:
+        request_id = str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(aws_request_id=request_id)
+        if self._sem is not None:
+            if self._sem.locked():
+                metrics.throttles.inc()
+            await self._sem.acquire()
+        try:
+            metrics.concurrent.inc()
+            try:
+                return await self._run(event, request_id, metrics)
+            finally:
+                metrics.concurrent.dec()
+        finally:
+            if self._sem is not None:
+                self._sem.release()
+
+    async def _run(self, event: Any, request_id: str, metrics: MappingMetrics) -> InvocationResult:
+        timeout = float(self.function.timeout_seconds)
+        deadline_ms = int(time.time() * 1000 + timeout * 1000)
+        context = LambdaContext(self.function, request_id, deadline_ms)
+        metrics.invocations.inc()
+        started = time.perf_counter()
+        if self._handler.is_async:
+            completed, ok, value = await self._run_async(event, context, timeout)
+        else:
+            completed, ok, value = await self._run_sync(event, context, timeout)
+        duration = time.perf_counter() - started
+        metrics.duration.observe(duration)
+
+        error: FunctionError | None
+        response: Any = None
+        if not completed:
+            error = FunctionError(
+                "Sandbox.Timedout",
+                f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds",
+            )
+        elif not ok:
+            error = _error_from(value)
+        else:
+            response, error = self._marshal(value)
+        if error is not None:
+            metrics.errors.inc()
+        return InvocationResult(request_id, response, error, duration)
+
+    async def _run_sync(
+        self, event: Any, context: LambdaContext, limit_seconds: float
+    ) -> tuple[bool, bool, Any]:
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        fut = loop.run_in_executor(
+            self._executor, ctx.run, _call_sync, self._handler.func, event, context
+        )
+        done, _ = await asyncio.wait({fut}, timeout=limit_seconds)
+        if not done:
+            self._on_stuck(
+                f"sync handler {self._handler.path} still running after its {limit_seconds:.0f}s "
+                "timeout; its thread cannot be stopped"
+            )
+            return False, False, None
+        ok, value = fut.result()
+        return True, ok, value
+
+    async def _run_async(
+        self, event: Any, context: LambdaContext, limit_seconds: float
+    ) -> tuple[bool, bool, Any]:
+        task = asyncio.ensure_future(_call_async(self._handler.func, event, context))
+        done, _ = await asyncio.wait({task}, timeout=limit_seconds)
+        if not done:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=_CANCEL_GRACE_SECONDS)
+            if not done:
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._on_stuck(
+                    f"async handler {self._handler.path} ignored cancellation after its "
+                    f"{limit_seconds:.0f}s timeout"
+                )
+            elif not task.cancelled():
+                task.exception()  # retrieved so asyncio does not warn about it
+            return False, False, None
+        if task.cancelled():
+            return True, False, asyncio.CancelledError("handler task was cancelled")
+        ok, value = task.result()
+        return True, ok, value
+
+    @staticmethod
+    def _marshal(value: Any) -> tuple[Any, FunctionError | None]:
+        if value is None:
+            return None, None
+        try:
+            text = json.dumps(value, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            return None, FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}")
+        if len(text) > MAX_PAYLOAD_BYTES:
+            return None, FunctionError(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size ({len(text)} bytes) exceeded maximum allowed payload "
+                f"size ({MAX_PAYLOAD_BYTES} bytes).",
+            )
+        return json.loads(text), None

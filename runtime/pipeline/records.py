@@ -1,0 +1,38 @@
+"""The unit of work between a source and the handler, and a batch of them.
+
+A :class:`Record` is built once by its source, already in the shape the handler receives, with
+its JSON size computed once: everything after the source only moves references around. The
+``ack`` token is opaque to the pipeline (an SQS receipt handle, a Kafka offset, a stream
+sequence number) and goes back to the source that made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Lambda's synchronous invocation payload limit (6 MB), which caps every batch.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Record:
+    payload: dict[str, Any]  # the record as the handler sees it (one element of the event)
+    size: int  # bytes this record adds to the JSON event
+    item_id: Hashable  # what a batchItemFailures itemIdentifier names (SQS: messageId)
+    ack: Any  # source-specific acknowledgement token
+    lane: Hashable | None = None  # ordering key; None = unordered
+    received_at: float = 0.0  # time.monotonic() when fetched
+
+
+@dataclass(slots=True)
+class Batch:
+    records: list[Record]
+    payload_bytes: int
+    attempt: int = 1
+    opened_at: float = 0.0  # monotonic time the first record joined
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)

@@ -1,0 +1,56 @@
+"""AWS clients for one worker process: one aiobotocore client per (service, region), shared.
+
+Credentials and region come from botocore's standard chain; ``ESM_AWS_ENDPOINT_URL`` overrides
+the endpoint for emulators. The connection pool is sized for many concurrent long polls plus
+deletes, which the default of 10 would serialise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from runtime.config.settings import Settings
+
+
+class AwsClients:
+    def __init__(self, settings: Settings, *, max_pool_connections: int = 256) -> None:
+        self._settings = settings
+        self._session = get_session()
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._config = AioConfig(
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=max_pool_connections,
+            connect_timeout=5,
+            read_timeout=70,  # longer than the longest SQS long poll (20 s)
+        )
+
+    async def client(self, service: str, region: str | None) -> Any:
+        key = (service, region)
+        if key not in self._clients:
+            kwargs: dict[str, Any] = {"config": self._config}
+            if region:
+                kwargs["region_name"] = region
+            if self._settings.aws_endpoint_url:
+                kwargs["endpoint_url"] = self._settings.aws_endpoint_url
+            self._clients[key] = await self._stack.enter_async_context(
+                self._session.create_client(service, **kwargs)
+            )
+        return self._clients[key]
+
+    async def close(self) -> None:
+        self._clients.clear()
+        await self._stack.aclose()
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None

@@ -1,0 +1,253 @@
+"""The supervisor: one per pod. Starts the workers, keeps them alive, drains on SIGTERM.
+
+It checks every event source before starting anything (a missing queue or a visibility timeout
+shorter than the function timeout stops the pod with the list of problems), serves the HTTP
+endpoints, and restarts a dead worker: at once when the worker asked to be recycled, otherwise
+with exponential backoff (reset once a worker has run for a minute). Messages a dead worker
+held are not lost: SQS makes them visible again when their visibility timeout ends.
+
+Each worker gets one end of a socket pair. Workers send JSON lines ("ready", "recycle"); the
+socket's EOF tells a worker that its supervisor is gone, so no worker outlives its pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from prometheus_client.multiprocess import mark_process_dead
+
+from runtime.config.resolved import RuntimeConfig
+from runtime.config.settings import Settings
+from runtime.config.sources import SourceKind
+from runtime.metrics import WORKER_RESTARTS, WORKERS_ALIVE, MappingMetrics
+from runtime.sources.aws import AwsClients
+from runtime.sources.base import SourceError
+from runtime.sources.sqs import SqsSource
+from runtime.supervisor.http import build_app, start_http
+from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED
+
+log = structlog.get_logger("runtime.supervisor")
+
+_HEALTHY_RUN_SECONDS = 60.0
+
+
+@dataclass
+class WorkerSlot:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    started_at: float = 0.0
+    backoff: float = 0.0
+    restarts: int = 0
+    reader_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def _restart_reason(code: int) -> str:
+    if code == EXIT_RECYCLE:
+        return "recycle"
+    if code == EXIT_STALLED:
+        return "stalled"
+    if code == EXIT_CONFIG:
+        return "source_error"
+    if code < 0:
+        return (
+            f"signal_{signal.Signals(-code).name}" if -code in signal.valid_signals() else "signal"
+        )
+    return "crash"
+
+
+async def check_sources(config: RuntimeConfig, settings: Settings) -> list[str]:
+    """Connect to every enabled mapping's source once; return the problems found."""
+    problems: list[str] = []
+    clients = AwsClients(settings, max_pool_connections=8)
+    try:
+        for m in config.mappings:
+            if not m.enabled or m.source.kind is not SourceKind.SQS:
+                continue
+            src = SqsSource(
+                m,
+                clients,
+                settings.model_copy(update={"sqs_extend_visibility": False}),
+                MappingMetrics.bind(m.function.name, m.uuid),
+            )
+            try:
+                await src.start()
+            except SourceError as exc:
+                problems.append(f"eventSourceMappings[{m.index}]: {exc}")
+            finally:
+                await src.close()
+    finally:
+        await clients.close()
+    return problems
+
+
+class Supervisor:
+    def __init__(self, config_path: str, config: RuntimeConfig, settings: Settings) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.settings = settings
+        self.slots = [WorkerSlot(i) for i in range(settings.workers)]
+        self._stopping = asyncio.Event()
+        self._draining = False
+        self.http_port = settings.http_port
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._draining:
+            return False, "draining"
+        ready = sum(1 for s in self.slots if s.ready)
+        return ready == len(self.slots), f"{ready}/{len(self.slots)} workers ready"
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stopping.is_set():
+            log.info("supervisor stopping", reason=reason)
+            self._stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+
+        problems = await check_sources(self.config, self.settings)
+        if problems:
+            for p in problems:
+                log.error("event source problem", problem=p)
+            sys.stderr.write(
+                f"{self.config_path}: {len(problems)} event source problem(s)\n"
+                + "".join(f"  - {p}\n" for p in problems)
+            )
+            return 2
+
+        runner, self.http_port = await start_http(
+            build_app(self.readiness), self.settings.http_host, self.settings.http_port
+        )
+        log.info(
+            "runtime started",
+            workers=len(self.slots),
+            mappings=len(self.config.mappings),
+            metrics=f"http://{self._display_host()}:{self.http_port}/metrics",
+        )
+        monitors = [asyncio.create_task(self._keep_alive(s)) for s in self.slots]
+        await self._stopping.wait()
+        self._draining = True
+        await self._drain_workers()
+        for t in monitors:
+            t.cancel()
+        await asyncio.gather(*monitors, return_exceptions=True)
+        await runner.cleanup()
+        log.info("runtime stopped")
+        return 0
+
+    def _display_host(self) -> str:
+        return (
+            "127.0.0.1" if self.settings.http_host in ("0.0.0.0", "::") else self.settings.http_host
+        )
+
+    # ------------------------------------------------------------------ workers
+
+    async def _spawn(self, slot: WorkerSlot) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["ESM_CONTROL_FD"] = str(child.fileno())
+        slot.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "runtime",
+            "worker",
+            self.config_path,
+            "--index",
+            str(slot.index),
+            "--count",
+            str(len(self.slots)),
+            pass_fds=(child.fileno(),),
+            env=env,
+        )
+        child.close()
+        slot.started_at = time.monotonic()
+        slot.ready = False
+        WORKERS_ALIVE.inc()
+        slot.reader_task = asyncio.create_task(self._read_control(slot, parent))
+        log.info("worker started", worker=slot.index, pid=slot.process.pid)
+
+    async def _read_control(self, slot: WorkerSlot, sock: socket.socket) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        try:
+            while line := await reader.readline():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("event") == "ready":
+                    slot.ready = True
+                elif msg.get("event") == "recycle":
+                    slot.ready = False
+        finally:
+            writer.close()
+
+    async def _keep_alive(self, slot: WorkerSlot) -> None:
+        while not self._stopping.is_set():
+            await self._spawn(slot)
+            assert slot.process is not None
+            code = await slot.process.wait()
+            self._reap(slot)
+            if self._stopping.is_set():
+                return
+            reason = _restart_reason(code)
+            ran = time.monotonic() - slot.started_at
+            if code == EXIT_RECYCLE:
+                delay = 0.0
+            else:
+                base = self.settings.worker_restart_backoff_seconds
+                slot.backoff = (
+                    base
+                    if ran >= _HEALTHY_RUN_SECONDS or not slot.backoff
+                    else min(slot.backoff * 2, self.settings.worker_restart_backoff_max_seconds)
+                )
+                delay = slot.backoff
+            slot.restarts += 1
+            WORKER_RESTARTS.labels(reason).inc()
+            log.warning(
+                "worker exited; restarting",
+                worker=slot.index,
+                exit_code=code,
+                reason=reason,
+                ran_seconds=round(ran, 1),
+                restart_in=round(delay, 2),
+            )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _reap(self, slot: WorkerSlot) -> None:
+        slot.ready = False
+        WORKERS_ALIVE.dec()
+        if slot.process is not None and slot.process.pid:
+            mark_process_dead(slot.process.pid)  # type: ignore[no-untyped-call]
+        if slot.reader_task is not None:
+            slot.reader_task.cancel()
+
+    async def _drain_workers(self) -> None:
+        live = [s.process for s in self.slots if s.process and s.process.returncode is None]
+        for p in live:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        grace = self.settings.drain_timeout_seconds + 10
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), timeout=grace)
+        except TimeoutError:
+            for p in live:
+                if p.returncode is None:
+                    log.error("worker did not drain in time; killing it", pid=p.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+            await asyncio.gather(*(p.wait() for p in live))
+        for s in self.slots:
+            if s.process is not None and s.process.returncode is not None:
+                s.ready = False
