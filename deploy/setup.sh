@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the runtime, the demo and the tests need, into the repository:
+#   .venv/      the runtime and its test tools
+#   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB); it pins its own
+#               botocore, hence its own venv
+# Idempotent: a second run only checks. Usage: deploy/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+stamp() { sha256sum pyproject.toml deploy/setup.sh | sha256sum | cut -c1-16; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+extra=""
+[ $want_test = 1 ] && extra="[test]"
+mark=".venv/.installed-$(stamp)${extra:+-test}"
+if [ ! -f "$mark" ]; then
+  echo "==> installing the runtime${extra:+ with test tools} into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+  rm -f .venv/.installed-* && touch "$mark"
+fi
+
+MINISTACK_VERSION=1.5.33
+if [ ! -x .emu-venv/bin/ministack ] || [ ! -f ".emu-venv/.ministack-$MINISTACK_VERSION" ]; then
+  echo "==> installing ministack $MINISTACK_VERSION into .emu-venv"
+  "$PY" -m venv .emu-venv
+  .emu-venv/bin/pip install -q --disable-pip-version-check "ministack==$MINISTACK_VERSION"
+  touch ".emu-venv/.ministack-$MINISTACK_VERSION"
+fi

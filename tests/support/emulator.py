@@ -1,0 +1,70 @@
+"""Starting real servers for the tests (ministack for AWS services).
+
+A session starts its own ministack on a free port, so parallel sessions do not share state.
+ESM_TEST_AWS_ENDPOINT points the tests at an already running emulator instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MINISTACK = Path(os.environ.get("ESM_TEST_MINISTACK", REPO / ".emu-venv" / "bin" / "ministack"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout}s") from None
+            time.sleep(0.1)
+
+
+class Ministack:
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"ministack-{self.port}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if not MINISTACK.exists():
+            raise RuntimeError(f"{MINISTACK} is missing: run deploy/setup.sh --test first")
+        env = dict(
+            os.environ,
+            BIND_HOST="127.0.0.1",
+            GATEWAY_PORT=str(self.port),
+            SERVICES="sqs,sns,s3,kinesis,dynamodb,dynamodbstreams",
+            LOG_LEVEL="WARNING",
+        )
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [str(MINISTACK)], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        wait_http(self.endpoint + "/")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._log.close()
