@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -98,10 +99,8 @@ class RuntimeProcess:
     def kill_tree(self) -> None:
         assert self.proc is not None
         for pid in [*self.worker_pids(), self.proc.pid]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def __enter__(self) -> RuntimeProcess:
         return self.start()
