@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import socket
@@ -129,7 +130,11 @@ def _worker(path: str, index: int, count: int) -> int:
         print(exc, file=sys.stderr)
         code = EXIT_CONFIG
     else:
-        code = uvloop.run(Worker(config, settings, index, count, control).run())
+        # Not uvloop.run/asyncio.run: their cleanup cancels leftover tasks and waits for them,
+        # and a handler that ignores cancellation would keep the worker alive forever.
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        code = loop.run_until_complete(Worker(config, settings, index, count, control).run())
     sys.stdout.flush()
     sys.stderr.flush()
     # A stuck handler thread would block a normal interpreter exit; leave at once.

@@ -169,17 +169,14 @@ class MappingPipeline:
         return not self._stopping and self._units() < self._scaler.limit
 
     async def _wait_for_capacity(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._can_fetch():
-            if self._stopping:
-                return
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if not fut.done():
-                    fut.cancel()
+        """Park until a batch finishes or the limit changes (then the caller re-checks)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
 
     def _kick(self, n: int = 1) -> None:
         """Wake up to ``n`` pollers waiting for capacity."""
@@ -190,19 +187,25 @@ class MappingPipeline:
                 n -= 1
 
     def _resize_pollers(self) -> None:
-        want = 0 if self._stopping else min(self._scaler.limit, self._max_pollers)
-        for i in range(want):
+        for i in range(self._poller_target()):
             task = self._pollers.get(i)
             if task is None or task.done():
                 self._pollers[i] = asyncio.create_task(self._poll_loop(i), name=f"poll-{i}")
         self._kick(len(self._waiters))
 
+    def _poller_target(self) -> int:
+        return 0 if self._stopping else min(self._scaler.limit, self._max_pollers)
+
     async def _poll_loop(self, index: int) -> None:
         try:
-            while not self._stopping and index < min(self._scaler.limit, self._max_pollers):
-                await self._wait_for_capacity()
-                if self._stopping or index >= min(self._scaler.limit, self._max_pollers):
-                    break
+            while True:
+                if index >= self._poller_target():
+                    # A wake-up meant for a poller must not die with this one.
+                    self._kick()
+                    return
+                if not self._can_fetch():
+                    await self._wait_for_capacity()
+                    continue
                 asked = min(self._source.max_fetch, self.mapping.batch_size)
                 self._fetching += 1
                 try:
