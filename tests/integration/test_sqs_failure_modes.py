@@ -40,7 +40,7 @@ def _run_to_dlq(sqs, runtime_factory, record_file, body, handler, **function):
 def test_sync_handler_past_timeout_fails_batch_and_recycles_worker(
     sqs, runtime_factory, record_file
 ):
-    rt, mid = _run_to_dlq(sqs, runtime_factory, record_file, {"hang": True}, BEHAVE)
+    rt, _ = _run_to_dlq(sqs, runtime_factory, record_file, {"hang": True}, BEHAVE)
     lines = [x for x in _invocation_lines(rt) if x.get("error_type")]
     assert lines and all(x["error_type"] == "Sandbox.Timedout" for x in lines)
     assert "Task timed out after 1.00 seconds" in lines[0]["error_message"]
@@ -55,7 +55,7 @@ def test_sync_handler_past_timeout_fails_batch_and_recycles_worker(
 def test_async_handler_past_timeout_is_cancelled_without_recycling(
     sqs, runtime_factory, record_file
 ):
-    rt, mid = _run_to_dlq(sqs, runtime_factory, record_file, {"sleep": 5}, BEHAVE_ASYNC)
+    rt, _ = _run_to_dlq(sqs, runtime_factory, record_file, {"sleep": 5}, BEHAVE_ASYNC)
     invs = read_invocations(record_file)
     assert len(invs) == 2 and all(i.outcome == "cancelled" for i in invs)
     assert len({i.pid for i in invs}) == 1
@@ -71,7 +71,7 @@ def test_async_handler_ignoring_cancellation_recycles_worker(sqs, runtime_factor
 
 
 def test_handler_that_kills_its_process(sqs, runtime_factory, record_file):
-    rt, mid = _run_to_dlq(sqs, runtime_factory, record_file, {"exit": 3}, BEHAVE)
+    rt, _ = _run_to_dlq(sqs, runtime_factory, record_file, {"exit": 3}, BEHAVE)
     invs = read_invocations(record_file)
     assert len(invs) == 2 and len({i.pid for i in invs}) == 2
     assert rt.metric("esm_worker_restarts_total", reason="crash") >= 2
