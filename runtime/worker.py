@@ -62,15 +62,17 @@ class Share:
 def mapping_share(mapping: Mapping, settings: Settings, index: int, count: int) -> Share | None:
     """Split a mapping's limits over ``count`` workers; None if this worker gets nothing.
 
-    Shares are rotated by the mapping's position so that small limits do not all land on
-    worker 0. A function's ReservedConcurrentExecutions caps its mappings' shares too.
+    Mapping shares are rotated by the mapping's position so that small limits do not all land
+    on worker 0. A function's ReservedConcurrentExecutions is split without rotation (it is
+    one limit for all of the function's mappings, see :func:`function_share`) and caps the
+    mapping's share in this worker.
     """
     slot = (index + mapping.index) % count
     maximum = mapping.maximum_concurrency or settings.default_maximum_concurrency
-    reserved = mapping.function.reserved_concurrency
-    if reserved is not None:
-        maximum = min(maximum, reserved)
     share_max = split(maximum, count, slot)
+    reserved = function_share(mapping.function, index, count)
+    if reserved is not None:
+        share_max = min(share_max, reserved)
     if share_max == 0:
         return None
     initial = split(min(settings.scaling_initial_concurrency, maximum), count, slot)
@@ -78,6 +80,7 @@ def mapping_share(mapping: Mapping, settings: Settings, index: int, count: int) 
 
 
 def function_share(function: Function, index: int, count: int) -> int | None:
+    """This worker's part of the function's ReservedConcurrentExecutions (None: unlimited)."""
     if function.reserved_concurrency is None:
         return None
     return split(function.reserved_concurrency, count, index)

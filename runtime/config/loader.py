@@ -23,6 +23,31 @@ from runtime.config.sources import TRAITS
 from runtime.invoke.handler import HandlerLoadError, load_handler
 
 _TOP_LEVEL = {"functions", "eventSourceMappings"}
+_FUNCTION_PLACEHOLDER = "placeholder-function"
+# Names Lambda reserves for its runtime; here they would also change the runtime's own AWS
+# clients, so a function may not set them.
+RESERVED_ENVIRONMENT = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_REGION",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "LAMBDA_RUNTIME_DIR",
+        "LAMBDA_TASK_ROOT",
+    }
+)
 _FUNCTION_NAME = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:|\d{12}:function:)?"
     r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
@@ -62,31 +87,35 @@ def _pydantic_problems(prefix: str, exc: ValidationError) -> list[str]:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _given_aliases(model: BaseModel) -> set[str]:
-    fields = type(model).model_fields
-    return {fields[name].alias or name for name in model.model_fields_set}
-
-
 def _validate_leniently(
-    model: type[M], body: Any, where: str, problems: list[str]
-) -> tuple[M | None, bool]:
-    """Validate ``body``; on failure, report and retry without the offending top-level fields.
+    model: type[M],
+    body: Any,
+    where: str,
+    problems: list[str],
+    placeholders: dict[str, Any],
+) -> tuple[M | None, set[str]]:
+    """Validate ``body``; on failure, report and retry with the offending fields set aside.
 
-    The retry lets the cross-field rules and handler import still run on the rest of the
-    definition, so a typo in one field does not hide an unrelated mistake elsewhere. Returns
-    the model (possibly from the retry) and whether the original body was valid.
+    The retry drops every top-level field that failed and fills required ones with harmless
+    placeholders, so that the cross-field rules and handler import still run on the rest of
+    the definition: a typo in one field does not hide an unrelated mistake elsewhere. Returns
+    the model (possibly from the retry) and the top-level fields that were invalid or missing
+    (empty when the body was valid).
     """
     try:
-        return model.model_validate(body), True
+        return model.model_validate(body), set()
     except ValidationError as exc:
         problems.extend(_pydantic_problems(where, exc))
+        bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
         if not isinstance(body, dict):
-            return None, False
-        bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+            return None, bad or {"*"}
+        retry = {k: v for k, v in body.items() if k not in bad}
+        for key, value in placeholders.items():
+            retry.setdefault(key, value)
         try:
-            return model.model_validate({k: v for k, v in body.items() if k not in bad}), False
+            return model.model_validate(retry), bad
         except ValidationError:
-            return None, False
+            return None, bad
 
 
 def function_name_of(reference: str) -> str | None:
@@ -125,48 +154,74 @@ def build_config(
     for key in sorted(set(raw) - _TOP_LEVEL, key=str):
         problems.append(f"{key}: unknown field (expected functions, eventSourceMappings)")
 
-    functions = _load_functions(raw.get("functions") or {}, settings, problems, import_handlers)
-    mappings = _load_mappings(raw.get("eventSourceMappings") or [], functions, problems)
-    _check_environment_conflicts(functions, problems)
+    raw_functions = raw.get("functions")
+    raw_mappings = raw.get("eventSourceMappings")
+    functions, readable = _load_functions(
+        {} if raw_functions is None else raw_functions, settings, problems, import_handlers
+    )
+    mappings = _load_mappings(
+        [] if raw_mappings is None else raw_mappings, functions, set(readable), problems
+    )
+    _check_environment(readable, problems)
 
     if problems:
         raise ConfigError(path, problems)
     return RuntimeConfig(functions=functions, mappings=tuple(mappings))
 
 
+_HANDLER_PLACEHOLDER = "placeholder.handler"
+
+
 def _load_functions(
     raw: Any, settings: Settings, problems: list[str], import_handlers: bool
-) -> dict[str, Function]:
+) -> tuple[dict[str, Function], dict[str, FunctionConfig]]:
+    """Valid functions by name, and every function definition that could be read at all.
+
+    The second dict lets later checks (mappings naming a function, environment conflicts)
+    see functions that have a problem of their own, so those checks are not skipped.
+    """
     if not isinstance(raw, dict):
         problems.append("functions: must be a mapping of function name to definition")
-        return {}
-    configs: dict[str, FunctionConfig] = {}
+        return {}, {}
+    readable: dict[str, FunctionConfig] = {}
+    valid: list[str] = []
     for name, body in raw.items():
         where = f"functions.{name}"
         if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
             problems.append(f"{where}: function names are 1-64 letters, digits, '-' or '_'")
             continue
-        cfg, _ = _validate_leniently(FunctionConfig, body, where, problems)
-        if cfg is not None:
-            configs[name] = cfg
+        cfg, invalid = _validate_leniently(
+            FunctionConfig, body, where, problems, {"Handler": _HANDLER_PLACEHOLDER}
+        )
+        if cfg is None:
+            continue
+        readable[name] = cfg
+        if not invalid:
+            valid.append(name)
     if import_handlers:
-        # Handler modules may read their environment at import time, as on Lambda.
-        for cfg in configs.values():
-            if cfg.environment:
-                os.environ.update(cfg.environment.variables)
-        for name, cfg in configs.items():
-            try:
-                load_handler(cfg.handler)
-            except HandlerLoadError as exc:
-                problems.append(f"functions.{name}.Handler: {exc}")
-    # Invalid functions are kept so that mappings naming them are checked, not reported missing.
-    return {
-        name: Function.from_config(name, cfg, settings.region, settings.account_id)
-        for name, cfg in configs.items()
+        for name, cfg in readable.items():
+            if cfg.handler != _HANDLER_PLACEHOLDER:
+                _import_handler(name, cfg, problems)
+    functions = {
+        name: Function.from_config(name, readable[name], settings.region, settings.account_id)
+        for name in valid
     }
+    return functions, readable
 
 
-def _load_mappings(raw: Any, functions: dict[str, Function], problems: list[str]) -> list[Mapping]:
+def _import_handler(name: str, cfg: FunctionConfig, problems: list[str]) -> None:
+    # Handler modules may read their environment at import time, as on Lambda.
+    if cfg.environment:
+        os.environ.update(cfg.environment.variables)
+    try:
+        load_handler(cfg.handler)
+    except HandlerLoadError as exc:
+        problems.append(f"functions.{name}.Handler: {exc}")
+
+
+def _load_mappings(
+    raw: Any, functions: dict[str, Function], named: set[str], problems: list[str]
+) -> list[Mapping]:
     if not isinstance(raw, list):
         problems.append("eventSourceMappings: must be a list")
         return []
@@ -175,21 +230,26 @@ def _load_mappings(raw: Any, functions: dict[str, Function], problems: list[str]
     uuids: dict[str, int] = {}
     for i, body in enumerate(raw):
         where = f"eventSourceMappings[{i}]"
-        cfg, valid = _validate_leniently(EventSourceMappingConfig, body, where, problems)
+        cfg, invalid = _validate_leniently(
+            EventSourceMappingConfig, body, where, problems, {"FunctionName": _FUNCTION_PLACEHOLDER}
+        )
         if cfg is None:
             continue
+        given = {k for k in body if isinstance(k, str)} if isinstance(body, dict) else set()
         own: list[str] = []
-        source = resolve_source(cfg, own)
+        source = resolve_source(cfg, invalid, own)
         if source is not None:
-            check_mapping(cfg, source, _given_aliases(cfg), own)
+            check_mapping(cfg, source, given, own, invalid=invalid)
         fname = function_name_of(cfg.function_name)
         function = functions.get(fname) if fname else None
-        if fname is None:
+        if cfg.function_name == _FUNCTION_PLACEHOLDER:
+            pass  # missing or invalid: already reported
+        elif fname is None:
             own.append(f"FunctionName: not a function name or ARN ({cfg.function_name!r})")
-        elif function is None:
+        elif function is None and fname not in named:
             own.append(f"FunctionName: Function does not exist ({fname!r} is not in functions)")
         problems.extend(f"{where}.{p}" for p in own)
-        if own or not valid or source is None or function is None:
+        if own or invalid or source is None or function is None:
             continue
 
         key = (function.name, source.identity)
@@ -236,16 +296,23 @@ def _load_mappings(raw: Any, functions: dict[str, Function], problems: list[str]
     return mappings
 
 
-def _check_environment_conflicts(functions: dict[str, Function], problems: list[str]) -> None:
+def _check_environment(functions: dict[str, FunctionConfig], problems: list[str]) -> None:
     """Functions share worker processes, hence os.environ: a variable must agree everywhere."""
     owner: dict[str, tuple[str, str]] = {}
-    for fn in functions.values():
-        for key, value in fn.environment.items():
+    for name, cfg in functions.items():
+        variables = cfg.environment.variables if cfg.environment else {}
+        for key, value in variables.items():
+            if key in RESERVED_ENVIRONMENT or key.startswith("ESM_"):
+                problems.append(
+                    f"functions.{name}.Environment.Variables.{key}: reserved (Lambda's "
+                    "runtime variables and ESM_* settings cannot be set by a function)"
+                )
+                continue
             if key in owner and owner[key][1] != value:
                 problems.append(
-                    f"functions.{fn.name}.Environment.Variables.{key}: set to a different value "
+                    f"functions.{name}.Environment.Variables.{key}: set to a different value "
                     f"by function {owner[key][0]!r}; functions share worker processes, so an "
                     "environment variable must have one value"
                 )
             else:
-                owner.setdefault(key, (fn.name, value))
+                owner.setdefault(key, (name, value))

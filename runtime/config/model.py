@@ -12,9 +12,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
-_STRICT = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+# YAML says what it means: ``true`` is not a batch size and ``"5"`` is not a number.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
 
 
 class _LambdaShape(BaseModel):
@@ -60,16 +64,16 @@ class FilterCriteria(_LambdaShape):
 
 
 class ScalingConfig(_LambdaShape):
-    maximum_concurrency: Annotated[int, Field(ge=2, le=1000)] | None = Field(
+    maximum_concurrency: Annotated[Int, Field(ge=2, le=1000)] | None = Field(
         default=None, alias="MaximumConcurrency"
     )
 
 
 class ProvisionedPollerConfig(_LambdaShape):
-    minimum_pollers: Annotated[int, Field(ge=1, le=200)] | None = Field(
+    minimum_pollers: Annotated[Int, Field(ge=1, le=200)] | None = Field(
         default=None, alias="MinimumPollers"
     )
-    maximum_pollers: Annotated[int, Field(ge=1, le=10000)] | None = Field(
+    maximum_pollers: Annotated[Int, Field(ge=1, le=10000)] | None = Field(
         default=None, alias="MaximumPollers"
     )
     poller_group_name: (
@@ -166,14 +170,14 @@ class EventSourceMappingConfig(_LambdaShape):
         ]
         | None
     ) = Field(default=None, alias="UUID")
-    enabled: bool = Field(default=True, alias="Enabled")
-    batch_size: Annotated[int, Field(ge=1, le=10000)] | None = Field(
+    enabled: Bool = Field(default=True, alias="Enabled")
+    batch_size: Annotated[Int, Field(ge=1, le=10000)] | None = Field(
         default=None, alias="BatchSize"
     )
-    maximum_batching_window_in_seconds: Annotated[int, Field(ge=0, le=300)] | None = Field(
+    maximum_batching_window_in_seconds: Annotated[Int, Field(ge=0, le=300)] | None = Field(
         default=None, alias="MaximumBatchingWindowInSeconds"
     )
-    parallelization_factor: Annotated[int, Field(ge=1, le=10)] | None = Field(
+    parallelization_factor: Annotated[Int, Field(ge=1, le=10)] | None = Field(
         default=None, alias="ParallelizationFactor"
     )
     starting_position: StartingPosition | None = Field(default=None, alias="StartingPosition")
@@ -191,16 +195,16 @@ class EventSourceMappingConfig(_LambdaShape):
         default=None, alias="ProvisionedPollerConfig"
     )
     destination_config: DestinationConfig | None = Field(default=None, alias="DestinationConfig")
-    maximum_record_age_in_seconds: Annotated[int, Field(ge=-1, le=604800)] | None = Field(
+    maximum_record_age_in_seconds: Annotated[Int, Field(ge=-1, le=604800)] | None = Field(
         default=None, alias="MaximumRecordAgeInSeconds"
     )
-    bisect_batch_on_function_error: bool | None = Field(
+    bisect_batch_on_function_error: Bool | None = Field(
         default=None, alias="BisectBatchOnFunctionError"
     )
-    maximum_retry_attempts: Annotated[int, Field(ge=-1, le=10000)] | None = Field(
+    maximum_retry_attempts: Annotated[Int, Field(ge=-1, le=10000)] | None = Field(
         default=None, alias="MaximumRetryAttempts"
     )
-    tumbling_window_in_seconds: Annotated[int, Field(ge=0, le=900)] | None = Field(
+    tumbling_window_in_seconds: Annotated[Int, Field(ge=0, le=900)] | None = Field(
         default=None, alias="TumblingWindowInSeconds"
     )
     function_response_types: Annotated[list[FunctionResponseType], Field(max_length=1)] = Field(
@@ -265,10 +269,10 @@ class FunctionConfig(_LambdaShape):
             pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
         ),
     ] = Field(alias="Handler")
-    timeout: Annotated[int, Field(ge=1, le=900)] = Field(default=3, alias="Timeout")
-    memory_size: Annotated[int, Field(ge=128, le=10240)] = Field(default=128, alias="MemorySize")
+    timeout: Annotated[Int, Field(ge=1, le=900)] = Field(default=3, alias="Timeout")
+    memory_size: Annotated[Int, Field(ge=128, le=10240)] = Field(default=128, alias="MemorySize")
     environment: EnvironmentConfig | None = Field(default=None, alias="Environment")
-    reserved_concurrent_executions: Annotated[int, Field(ge=0, le=100000)] | None = Field(
+    reserved_concurrent_executions: Annotated[Int, Field(ge=0, le=100000)] | None = Field(
         default=None, alias="ReservedConcurrentExecutions"
     )
     description: Annotated[str, StringConstraints(max_length=256)] | None = Field(
@@ -279,7 +283,7 @@ class FunctionConfig(_LambdaShape):
 class ConfigFile(BaseModel):
     """The whole YAML document."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     functions: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")],

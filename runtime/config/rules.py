@@ -25,40 +25,60 @@ from runtime.config.sources import (
 DEFAULT_MAX_FILTERS = 5
 
 
-def resolve_source(m: EventSourceMappingConfig, problems: list[str]) -> EventSource | None:
+def resolve_source(
+    m: EventSourceMappingConfig, invalid: set[str], problems: list[str]
+) -> EventSource | None:
+    """The mapping's event source, or None with the reason in ``problems``.
+
+    ``invalid`` holds the fields that failed validation: they have their own problem
+    already, so they are not reported missing as well.
+    """
     if m.event_source_arn and m.self_managed_event_source:
         problems.append(
             "EventSourceArn: give either EventSourceArn or SelfManagedEventSource, not both"
         )
         return None
+    if "SelfManagedEventSource" in invalid:
+        return None  # given but invalid: already reported
     if m.self_managed_event_source is not None:
         servers = m.self_managed_event_source.endpoints.get("KAFKA_BOOTSTRAP_SERVERS")
         if not servers:
             problems.append("SelfManagedEventSource.Endpoints: KAFKA_BOOTSTRAP_SERVERS is required")
             return None
         if not m.topics:
-            problems.append("Topics: required for a Kafka event source (exactly one topic)")
+            if "Topics" not in invalid:
+                problems.append("Topics: required for a Kafka event source (exactly one topic)")
             return None
         return self_managed_kafka_source(servers, m.topics[0])
     if not m.event_source_arn:
-        problems.append("EventSourceArn: required (or SelfManagedEventSource for Kafka)")
+        if "EventSourceArn" not in invalid:
+            problems.append("EventSourceArn: required (or SelfManagedEventSource for Kafka)")
         return None
     try:
-        return parse_event_source_arn(m.event_source_arn)
+        source = parse_event_source_arn(m.event_source_arn)
     except UnrecognizedEventSource as exc:
         problems.append(f"EventSourceArn: {exc} ({m.event_source_arn!r})")
         return None
+    if source.region is None:
+        problems.append(f"EventSourceArn: the ARN names no region ({m.event_source_arn!r})")
+        return None
+    return source
 
 
 def check_mapping(
     m: EventSourceMappingConfig,
     source: EventSource,
-    given_fields: set[str],
+    given: set[str],
     problems: list[str],
     *,
+    invalid: frozenset[str] | set[str] = frozenset(),
     max_filters: int = DEFAULT_MAX_FILTERS,
 ) -> None:
-    """Apply every cross-field rule of esm-spec §1.2 that concerns ``m``."""
+    """Apply every cross-field rule of esm-spec §1.2 that concerns ``m``.
+
+    ``given`` holds the API field names the user wrote; ``invalid`` those among them that
+    failed validation (not to be reported missing again).
+    """
     traits = TRAITS[source.kind]
     if source.kind not in IMPLEMENTED:
         problems.append(
@@ -66,7 +86,8 @@ def check_mapping(
             "runtime version yet"
         )
 
-    for name in sorted(given_fields - traits.fields):
+    known = {f.alias for f in EventSourceMappingConfig.model_fields.values() if f.alias}
+    for name in sorted((given & known) - traits.fields):
         problems.append(
             f"{name}: Unsupported {name} parameter for given event source mapping type."
         )
@@ -77,8 +98,6 @@ def check_mapping(
         if m.maximum_batching_window_in_seconds is not None
         else traits.default_window_seconds
     )
-    if batch_size > traits.max_batch_size:
-        problems.append(f"BatchSize: must be at most {traits.max_batch_size} for this source")
     if source.kind is SourceKind.SQS and source.fifo:
         if batch_size > SQS_FIFO_MAX_BATCH_SIZE:
             problems.append(
@@ -101,10 +120,19 @@ def check_mapping(
             f"MaximumRecordAgeInSeconds: must be -1 (infinite) or between 60 and 604800 (got {age})"
         )
 
-    if m.scaling_config is not None and m.provisioned_poller_config is not None:
+    scaling_set = m.scaling_config is not None and m.scaling_config.maximum_concurrency is not None
+    if scaling_set and m.provisioned_poller_config is not None:
         problems.append(
             "ScalingConfig: cannot be combined with ProvisionedPollerConfig on the same mapping"
         )
+    _check_pollers(m, source, problems)
+
+    if m.metrics_config is not None and source.kind not in (SourceKind.KAFKA, SourceKind.MSK):
+        for metric in m.metrics_config.metrics:
+            if metric != "EventCount":
+                problems.append(
+                    f"MetricsConfig.Metrics: {metric} is only available for Kafka event sources"
+                )
 
     dest = m.destination_config
     if dest is not None and dest.on_success is not None and dest.on_success.destination:
@@ -113,14 +141,45 @@ def check_mapping(
             "mappings (only OnFailure is supported)"
         )
 
-    _check_starting_position(m, source, problems)
+    _check_starting_position(m, source, invalid, problems)
     _check_filters(m, problems, max_filters)
 
 
+def _check_pollers(m: EventSourceMappingConfig, source: EventSource, problems: list[str]) -> None:
+    ppc = m.provisioned_poller_config
+    if ppc is None:
+        return
+    lowest = 2 if source.kind is SourceKind.SQS else 1
+    for name, value in (
+        ("MinimumPollers", ppc.minimum_pollers),
+        ("MaximumPollers", ppc.maximum_pollers),
+    ):
+        if value is not None and value < lowest:
+            problems.append(
+                f"ProvisionedPollerConfig.{name}: must be at least {lowest} for this source "
+                f"(got {value})"
+            )
+    if (
+        ppc.minimum_pollers is not None
+        and ppc.maximum_pollers is not None
+        and ppc.minimum_pollers > ppc.maximum_pollers
+    ):
+        problems.append(
+            "ProvisionedPollerConfig: MinimumPollers must not be greater than MaximumPollers"
+        )
+
+
 def _check_starting_position(
-    m: EventSourceMappingConfig, source: EventSource, problems: list[str]
+    m: EventSourceMappingConfig,
+    source: EventSource,
+    invalid: frozenset[str] | set[str],
+    problems: list[str],
 ) -> None:
-    if source.kind in (SourceKind.KINESIS, SourceKind.DYNAMODB) and m.starting_position is None:
+    if (
+        source.kind in (SourceKind.KINESIS, SourceKind.DYNAMODB)
+        and m.starting_position is None
+        and "StartingPosition" not in invalid
+    ):
         problems.append(
             "StartingPosition: 1 validation error detected: Value null at 'startingPosition' "
             "failed to satisfy constraint: Member must not be null."

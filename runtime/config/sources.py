@@ -43,6 +43,9 @@ class SourceTraits:
     default_batch_size: int
     max_batch_size: int
     default_window_seconds: float
+    # "BatchSize > 10 needs a window >= 1": enforced by Lambda for SQS only. The docs also name
+    # streams, but Lambda's own stream defaults (BatchSize 100, window 0) and recorded create
+    # outputs (BatchSize 500, window 0) show it does not apply there.
     window_required_above_10: bool
     # API fields (PascalCase) that Lambda accepts for this source, beyond the common ones.
     fields: frozenset[str]
@@ -102,14 +105,14 @@ TRAITS: dict[SourceKind, SourceTraits] = {
         default_batch_size=100,
         max_batch_size=10000,
         default_window_seconds=0.0,
-        window_required_above_10=True,
+        window_required_above_10=False,
         fields=_COMMON_FIELDS | _STREAM_FIELDS,
     ),
     SourceKind.DYNAMODB: SourceTraits(
         default_batch_size=100,
         max_batch_size=10000,
         default_window_seconds=0.0,
-        window_required_above_10=True,
+        window_required_above_10=False,
         fields=_COMMON_FIELDS | _STREAM_FIELDS,
     ),
     SourceKind.KAFKA: SourceTraits(
@@ -135,6 +138,8 @@ IMPLEMENTED: frozenset[SourceKind] = frozenset({SourceKind.SQS})
 
 SQS_FIFO_MAX_BATCH_SIZE = 10
 
+# Standard queues: up to 80 characters; FIFO: up to 75 before the ".fifo" suffix.
+_SQS_QUEUE_NAME = r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo"
 _ARN = re.compile(
     r"^arn:(?P<partition>aws[a-zA-Z-]*):(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):"
     r"(?P<account>\d{12}|):(?P<resource>.+)$"
@@ -155,7 +160,9 @@ def parse_event_source_arn(arn: str) -> EventSource:
         raise UnrecognizedEventSource()
     service, resource = m["service"], m["resource"]
     kind: SourceKind
-    if service == "sqs" and re.fullmatch(r"[A-Za-z0-9_-]{1,75}(\.fifo)?", resource):
+    if service == "sqs" and re.fullmatch(
+        r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo", resource
+    ):
         kind, name = SourceKind.SQS, resource
     elif service == "kinesis" and resource.startswith("stream/"):
         kind, name = SourceKind.KINESIS, resource.split("/")[1]

@@ -73,9 +73,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
-def _error_from(exc: BaseException) -> FunctionError:
+def _error_from(exc: BaseException, request_id: str) -> FunctionError:
     if isinstance(exc, SystemExit):
-        return FunctionError("Runtime.ExitError", f"RequestId: Error: Runtime exited ({exc.code})")
+        return FunctionError(
+            "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited ({exc.code})"
+        )
     frames = traceback.extract_tb(exc.__traceback__)
     return FunctionError(
         error_type=type(exc).__name__,
@@ -119,7 +121,7 @@ class Invoker:
         self.function = function
         self._handler = handler
         self._executor = executor
-        self._sem = asyncio.Semaphore(concurrency_limit) if concurrency_limit else None
+        self._sem = asyncio.Semaphore(concurrency_limit) if concurrency_limit is not None else None
         self._on_stuck = on_stuck
 
     async def invoke(self, event: Any, metrics: MappingMetrics) -> InvocationResult:
@@ -160,7 +162,7 @@ class Invoker:
                 f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds",
             )
         elif not ok:
-            error = _error_from(value)
+            error = _error_from(value, request_id)
         else:
             response, error = self._marshal(value)
         if error is not None:

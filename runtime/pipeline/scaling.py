@@ -74,13 +74,18 @@ class ConcurrencyScaler:
         if now - self._last_tick < p.interval_seconds:
             return self.limit
         self._last_tick = now
+        cooling = now - self._last_error_at < p.error_cooldown_seconds
         if self._error_seen:
             self.limit = max(p.minimum, self.limit - p.step)
             self._quiet_intervals = 0
         elif self._backlog_seen:
             self._quiet_intervals = 0
-            if now - self._last_error_at >= p.error_cooldown_seconds:
+            if not cooling:
                 self.limit = min(p.maximum, self.limit + p.step)
+        elif self.limit < p.initial:
+            # Errors pushed it below the starting point; healthy again: recover.
+            if not cooling:
+                self.limit = min(p.initial, self.limit + p.step)
         else:
             self._quiet_intervals += 1
             if self._quiet_intervals >= p.idle_intervals and self.limit > p.initial:
