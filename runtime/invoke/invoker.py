@@ -67,9 +67,10 @@ class InvocationResult:
 
 
 def _json_default(o: Any) -> Any:
-    # awslambdaric serialises Decimal (what boto3's DynamoDB types use) as a number.
+    # awslambdaric serialises Decimal (what boto3's DynamoDB types use) as the number it
+    # holds: integral values keep every digit.
     if isinstance(o, decimal.Decimal):
-        return float(o)
+        return int(o) if o.is_finite() and o == o.to_integral_value() else float(o)
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
@@ -78,7 +79,9 @@ def _error_from(exc: BaseException, request_id: str) -> FunctionError:
         return FunctionError(
             "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited ({exc.code})"
         )
-    frames = traceback.extract_tb(exc.__traceback__)
+    # The first frame is the runtime's own call wrapper; Lambda's stackTrace starts at the
+    # user's code.
+    frames = traceback.extract_tb(exc.__traceback__)[1:]
     return FunctionError(
         error_type=type(exc).__name__,
         error_message=str(exc),

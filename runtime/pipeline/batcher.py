@@ -66,7 +66,7 @@ class Batcher:
                 self._opened_at = self._clock()
             self._records.append(rec)
             self._bytes += rec.size
-            if len(self._records) >= self.max_records:
+            if len(self._records) >= self.max_records or self._bytes >= self.max_payload_bytes:
                 closed.append(self._close())
         if self.window_seconds <= 0 and self._records:
             closed.append(self._close())

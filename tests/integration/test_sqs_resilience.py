@@ -85,9 +85,7 @@ def test_sigterm_drains_without_loss_or_repeat(sqs, runtime_factory, record_file
 
 
 @pytest.mark.parametrize("extend", [True, False], ids=["extended", "lambda-like"])
-def test_visibility_extended_while_messages_are_held(
-    sqs, runtime_factory, record_file, extend
-):
+def test_visibility_extended_while_messages_are_held(sqs, runtime_factory, record_file, extend):
     # Messages wait 1 s in the batching window, then the handler takes 1.8 s: 2.8 s held,
     # longer than the queue's 2 s visibility timeout.
     q = Queue.create(sqs, visibility_timeout=2)
@@ -115,8 +113,6 @@ def test_visibility_extended_while_messages_are_held(
     else:
         # Lambda's behaviour: the messages come back while their batch still runs, are
         # delivered again, and the first batch's deletes then fail (stale receipt handles).
-        wait_until(
-            lambda: any(c > 1 for c in counts().values()), 20, what="a duplicate delivery"
-        )
+        wait_until(lambda: any(c > 1 for c in counts().values()), 20, what="a duplicate delivery")
         assert rt.metric("esm_visibility_extensions_total") == 0
     assert rt.stop() == 0

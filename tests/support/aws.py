@@ -57,7 +57,7 @@ class Queue:
         ]
         return cls(sqs, name, url, arn)
 
-    def send(self, bodies: Iterable[Any], **extra: Any) -> list[str]:
+    def send(self, bodies: Iterable[Any], per_call: int = 10, **extra: Any) -> list[str]:
         """Send bodies (dicts are JSON-encoded); return message ids in order."""
         ids: list[str] = []
         batch: list[dict[str, Any]] = []
@@ -72,7 +72,7 @@ class Queue:
         for i, body in enumerate(bodies):
             text = body if isinstance(body, str) else json.dumps(body)
             batch.append({"Id": str(i), "MessageBody": text, **extra})
-            if len(batch) == 10:
+            if len(batch) == per_call:
                 flush()
         if batch:
             flush()

@@ -1,0 +1,50 @@
+"""Unmodified Powertools batch handlers, as users deploy them on Lambda."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    BatchProcessor,
+    EventType,
+    async_process_partial_response,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+processor = BatchProcessor(event_type=EventType.SQS)
+async_processor = AsyncBatchProcessor(event_type=EventType.SQS)
+
+
+def _note(record: SQSRecord) -> None:
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(json.dumps({"messageId": record.message_id, "body": record.json_body}) + "\n")
+
+
+def record_handler(record: SQSRecord) -> None:
+    _note(record)
+    if record.json_body.get("fail"):
+        raise ValueError(f"cannot process {record.message_id}")
+
+
+async def async_record_handler(record: SQSRecord) -> None:
+    record_handler(record)
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+
+
+def async_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return async_process_partial_response(
+        event=event,
+        record_handler=async_record_handler,
+        processor=async_processor,
+        context=context,
+    )
