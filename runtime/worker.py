@@ -31,7 +31,7 @@ import structlog
 from runtime.config.resolved import Function, Mapping, RuntimeConfig
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
-from runtime.invoke.handler import load_handler
+from runtime.invoke.environments import EnvironmentPool
 from runtime.invoke.invoker import Invoker
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.runner import MappingPipeline
@@ -182,7 +182,7 @@ class Worker:
             if fn.name not in invokers:
                 invokers[fn.name] = Invoker(
                     fn,
-                    load_handler(fn.handler),
+                    EnvironmentPool(fn.handler),
                     executor,
                     concurrency_limit=function_share(fn, self.index, self.count),
                     on_stuck=self._on_stuck,

@@ -28,7 +28,8 @@ import structlog
 
 from runtime.config.resolved import Function
 from runtime.invoke.context import LambdaContext
-from runtime.invoke.handler import LoadedHandler
+from runtime.invoke.environments import Environment, EnvironmentPool
+from runtime.invoke.handler import HandlerLoadError
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.records import MAX_PAYLOAD_BYTES
 
@@ -115,14 +116,14 @@ class Invoker:
     def __init__(
         self,
         function: Function,
-        handler: LoadedHandler,
+        environments: EnvironmentPool,
         executor: Executor,
         *,
         concurrency_limit: int | None,
         on_stuck: Callable[[str], None],
     ) -> None:
         self.function = function
-        self._handler = handler
+        self._environments = environments
         self._executor = executor
         self._sem = asyncio.Semaphore(concurrency_limit) if concurrency_limit is not None else None
         self._on_stuck = on_stuck
@@ -144,18 +145,39 @@ class Invoker:
             if self._sem is not None:
                 self._sem.release()
 
+    async def _lease(self) -> Environment:
+        env = self._environments.acquire_warm()
+        if env is not None:
+            return env
+        # A cold start: the module's top level runs in a pool thread, not on the loop.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._environments.create)
+
     async def _run(self, event: Any, request_id: str, metrics: MappingMetrics) -> InvocationResult:
         timeout = float(self.function.timeout_seconds)
+        metrics.invocations.inc()
+        try:
+            env = await self._lease()
+        except HandlerLoadError as exc:
+            metrics.errors.inc()
+            return InvocationResult(request_id, None, FunctionError(exc.error_type, exc.message), 0)
+        except Exception as exc:  # the module's top level raised in a new environment
+            metrics.errors.inc()
+            init_error = FunctionError("Runtime.ImportModuleError", f"{type(exc).__name__}: {exc}")
+            return InvocationResult(request_id, None, init_error, 0.0)
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
         context = LambdaContext(self.function, request_id, deadline_ms)
-        metrics.invocations.inc()
         started = time.perf_counter()
-        if self._handler.is_async:
-            completed, ok, value = await self._run_async(event, context, timeout)
+        if env.handler.is_async:
+            completed, ok, value = await self._run_async(env, event, context, timeout)
         else:
-            completed, ok, value = await self._run_sync(event, context, timeout)
+            completed, ok, value = await self._run_sync(env, event, context, timeout)
         duration = time.perf_counter() - started
         metrics.duration.observe(duration)
+        if completed:
+            self._environments.release(env)
+        else:
+            self._environments.discard(env)
 
         error: FunctionError | None
         response: Any = None
@@ -173,17 +195,17 @@ class Invoker:
         return InvocationResult(request_id, response, error, duration)
 
     async def _run_sync(
-        self, event: Any, context: LambdaContext, limit_seconds: float
+        self, env: Environment, event: Any, context: LambdaContext, limit_seconds: float
     ) -> tuple[bool, bool, Any]:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         fut = loop.run_in_executor(
-            self._executor, ctx.run, _call_sync, self._handler.func, event, context
+            self._executor, ctx.run, _call_sync, env.handler.func, event, context
         )
         done, _ = await asyncio.wait({fut}, timeout=limit_seconds)
         if not done:
             self._on_stuck(
-                f"sync handler {self._handler.path} still running after its {limit_seconds:.0f}s "
+                f"sync handler {env.handler.path} still running after its {limit_seconds:.0f}s "
                 "timeout; its thread cannot be stopped"
             )
             return False, False, None
@@ -191,9 +213,9 @@ class Invoker:
         return True, ok, value
 
     async def _run_async(
-        self, event: Any, context: LambdaContext, limit_seconds: float
+        self, env: Environment, event: Any, context: LambdaContext, limit_seconds: float
     ) -> tuple[bool, bool, Any]:
-        task = asyncio.ensure_future(_call_async(self._handler.func, event, context))
+        task = asyncio.ensure_future(_call_async(env.handler.func, event, context))
         done, _ = await asyncio.wait({task}, timeout=limit_seconds)
         if not done:
             task.cancel()
@@ -201,7 +223,7 @@ class Invoker:
             if not done:
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
                 self._on_stuck(
-                    f"async handler {self._handler.path} ignored cancellation after its "
+                    f"async handler {env.handler.path} ignored cancellation after its "
                     f"{limit_seconds:.0f}s timeout"
                 )
             elif not task.cancelled():

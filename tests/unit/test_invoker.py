@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 import runtime.invoke.invoker as invoker_mod
 from runtime.config.resolved import Function
 from runtime.invoke.context import LambdaContext
+from runtime.invoke.environments import Environment
 from runtime.invoke.handler import LoadedHandler
 from runtime.invoke.invoker import FunctionError, InvocationResult, Invoker
 from runtime.metrics import MappingMetrics
@@ -48,11 +49,34 @@ def function(timeout: int = 3, memory: int = 256) -> Function:
     )
 
 
-def loaded(func: Callable[..., Any]) -> LoadedHandler:
-    return LoadedHandler(
-        path=f"tests.unit.test_invoker.{func.__name__}",
-        func=func,
-        is_async=asyncio.iscoroutinefunction(func),
+class OnePool:
+    """An environment pool around one in-test function (environments share this module)."""
+
+    def __init__(self, handler: LoadedHandler) -> None:
+        self.handler = handler
+        self.released = 0
+        self.discarded = 0
+
+    def acquire_warm(self) -> Environment:
+        return Environment(self.handler, sys.modules[__name__])
+
+    def create(self) -> Environment:  # pragma: no cover - acquire_warm never runs dry
+        return self.acquire_warm()
+
+    def release(self, env: Environment) -> None:
+        self.released += 1
+
+    def discard(self, env: Environment) -> None:
+        self.discarded += 1
+
+
+def loaded(func: Callable[..., Any]) -> Any:
+    return OnePool(
+        LoadedHandler(
+            path=f"tests.unit.test_invoker.{func.__name__}",
+            func=func,
+            is_async=asyncio.iscoroutinefunction(func),
+        )
     )
 
 
