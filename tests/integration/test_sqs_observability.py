@@ -8,31 +8,15 @@ import re
 
 import pytest
 
+from tests.conformance import SQS_RECORD_KEYS, SQS_STANDARD_ATTRIBUTES
 from tests.support.aws import Queue, wait_until
 from tests.support.config import single_mapping
 from tests.support.records import read_invocations
 
 pytestmark = pytest.mark.integration
 
-# Key order of an SQS record as AWS sends it (AWS-recorded, see tests/conformance).
-RECORD_KEYS = [
-    "messageId",
-    "receiptHandle",
-    "body",
-    "attributes",
-    "messageAttributes",
-    "md5OfMessageAttributes",
-    "md5OfBody",
-    "eventSource",
-    "eventSourceARN",
-    "awsRegion",
-]
-STANDARD_ATTRIBUTES = [
-    "ApproximateReceiveCount",
-    "SentTimestamp",
-    "SenderId",
-    "ApproximateFirstReceiveTimestamp",
-]
+RECORD_KEYS = SQS_RECORD_KEYS
+STANDARD_ATTRIBUTES = SQS_STANDARD_ATTRIBUTES
 
 
 def test_event_record_and_context_match_lambda(sqs, runtime_factory, record_file):

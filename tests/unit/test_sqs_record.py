@@ -15,37 +15,14 @@ from typing import Any
 import pytest
 
 from runtime.sources.sqs import lambda_record, message_attributes
+from tests.conformance import SQS_FIFO_ATTRIBUTES, SQS_RECORD_KEYS, SQS_STANDARD_ATTRIBUTES
 
 ARN = "arn:aws:sqs:eu-west-1:123456789012:orders"
 REGION = "eu-west-1"
 
-RECORD_KEYS = [
-    "messageId",
-    "receiptHandle",
-    "body",
-    "attributes",
-    "messageAttributes",
-    "md5OfMessageAttributes",
-    "md5OfBody",
-    "eventSource",
-    "eventSourceARN",
-    "awsRegion",
-]
-STANDARD_ATTRIBUTES = [
-    "ApproximateReceiveCount",
-    "SentTimestamp",
-    "SenderId",
-    "ApproximateFirstReceiveTimestamp",
-]
-FIFO_ATTRIBUTES = [
-    "ApproximateReceiveCount",
-    "SentTimestamp",
-    "SequenceNumber",
-    "MessageGroupId",
-    "SenderId",
-    "MessageDeduplicationId",
-    "ApproximateFirstReceiveTimestamp",
-]
+RECORD_KEYS = SQS_RECORD_KEYS
+STANDARD_ATTRIBUTES = SQS_STANDARD_ATTRIBUTES
+FIFO_ATTRIBUTES = SQS_FIFO_ATTRIBUTES
 VALUE_KEYS_STRING = ["stringValue", "stringListValues", "binaryListValues", "dataType"]
 VALUE_KEYS_BINARY = ["binaryValue", "stringListValues", "binaryListValues", "dataType"]
 
