@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Hashable
 
 import structlog
 
@@ -24,6 +25,7 @@ from runtime.invoke.invoker import InvocationResult, Invoker
 from runtime.invoke.response import SUCCESS, BatchOutcome, OutcomeKind, parse_batch_response
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.batcher import Batcher
+from runtime.pipeline.lanes import LaneQueue
 from runtime.pipeline.records import Batch, Record
 from runtime.pipeline.scaling import ConcurrencyScaler
 from runtime.sources.base import Source
@@ -47,13 +49,27 @@ def outcome_of(
 def split_by_outcome(
     outcome: BatchOutcome, records: list[Record]
 ) -> tuple[list[Record], list[Record]]:
+    """(succeeded, failed) records of a batch.
+
+    In a lane (FIFO message group, partition, shard) order is the point: once a record
+    failed, every later record of its lane fails with it and comes back, even if the handler
+    did not report it (Lambda's FIFO rule, and the streams' "checkpoint at the first failure").
+    """
     if outcome.kind is OutcomeKind.SUCCESS:
         return records, []
     if outcome.kind is OutcomeKind.FAILURE:
         return [], records
     failed_ids = outcome.failed_ids
-    ok = [r for r in records if r.item_id not in failed_ids]
-    bad = [r for r in records if r.item_id in failed_ids]
+    stopped: set[Hashable] = set()  # lanes that have had a failure
+    ok: list[Record] = []
+    bad: list[Record] = []
+    for r in records:
+        if r.item_id in failed_ids or (r.lane is not None and r.lane in stopped):
+            bad.append(r)
+            if r.lane is not None:
+                stopped.add(r.lane)
+        else:
+            ok.append(r)
     return ok, bad
 
 
@@ -79,7 +95,7 @@ class MappingPipeline:
             window_seconds=mapping.batching_window_seconds,
             envelope_bytes=source.envelope_bytes,
         )
-        self._ready: deque[Batch] = deque()
+        self._lanes = LaneQueue()
         self._inflight: set[asyncio.Task[None]] = set()
         self._fetching = 0
         self._pollers: dict[int, asyncio.Task[None]] = {}
@@ -129,8 +145,8 @@ class MappingPipeline:
             self._window_timer = None
         last = self._batcher.flush()
         if last is not None:
-            self._ready.append(last)
-        while self._inflight or self._ready:
+            self._lanes.push(last)
+        while self._inflight or self._lanes:
             self._dispatch()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -138,9 +154,8 @@ class MappingPipeline:
             await asyncio.wait(
                 set(self._inflight), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
-        if self._ready:
-            unsent = [r for b in self._ready for r in b.records]
-            self._ready.clear()
+        if self._lanes:
+            unsent = [r for b in self._lanes.drain() for r in b.records]
             self._log.warning("drain timeout: returning uninvoked records", records=len(unsent))
             await self._source.release(unsent)
         if self._inflight:
@@ -160,7 +175,7 @@ class MappingPipeline:
     def _units(self) -> int:
         return (
             len(self._inflight)
-            + len(self._ready)
+            + len(self._lanes)
             + self._fetching
             + (1 if self._batcher.open_count else 0)
         )
@@ -236,7 +251,7 @@ class MappingPipeline:
 
     def _accept(self, records: list[Record]) -> None:
         for batch in self._batcher.add(records):
-            self._ready.append(batch)
+            self._lanes.push(batch)
         self._arm_window()
         self._dispatch()
 
@@ -251,14 +266,16 @@ class MappingPipeline:
         self._window_timer = None
         batch = self._batcher.flush_due()
         if batch is not None:
-            self._ready.append(batch)
+            self._lanes.push(batch)
             self._dispatch()
         self._arm_window()
 
     def _dispatch(self) -> None:
         limit = self._scaler.limit if not self._stopping else max(1, self._scaler.limit)
-        while self._ready and len(self._inflight) < limit:
-            batch = self._ready.popleft()
+        while len(self._inflight) < limit:
+            batch = self._lanes.pop_runnable()
+            if batch is None:
+                return
             task = asyncio.create_task(self._run_batch(batch))
             self._inflight.add(task)
             task.add_done_callback(self._batch_done)
@@ -293,6 +310,7 @@ class MappingPipeline:
             m.deleted.inc(acked)
             self._log_invocation(result, outcome, len(records), len(failed))
         finally:
+            self._lanes.finish(batch)
             m.inflight.dec()
 
     def _log_invocation(

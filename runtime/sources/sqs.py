@@ -220,7 +220,7 @@ class SqsSource:
         if not messages:
             return []
         records = []
-        arn, region = self._arn, self._region
+        arn, region, fifo = self._arn, self._region, self.mapping.source.fifo
         for m in messages:
             payload = lambda_record(m, arn, region)
             records.append(
@@ -229,7 +229,8 @@ class SqsSource:
                     size=len(json.dumps(payload, separators=(",", ":"))) + 1,
                     item_id=m["MessageId"],
                     ack=m["ReceiptHandle"],
-                    lane=None,
+                    # FIFO: the message group is the ordering lane.
+                    lane=payload["attributes"].get("MessageGroupId") if fifo else None,
                     received_at=sent_at,
                 )
             )

@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
     BatchProcessor,
     EventType,
+    SqsFifoPartialProcessor,
     async_process_partial_response,
     process_partial_response,
 )
@@ -47,4 +48,23 @@ def async_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         record_handler=async_record_handler,
         processor=async_processor,
         context=context,
+    )
+
+
+fifo_processor = SqsFifoPartialProcessor()
+
+
+def fifo_record_handler(record: SQSRecord) -> None:
+    """Fails a record marked "fail_once" on its first delivery."""
+    body = record.json_body
+    first = record.attributes.approximate_receive_count == "1"
+    if body.get("fail_once") and first:
+        raise ValueError(f"first delivery of {record.message_id} fails")
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(json.dumps({"messageId": record.message_id, "body": body}) + "\n")
+
+
+def fifo_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event, record_handler=fifo_record_handler, processor=fifo_processor, context=context
     )

@@ -152,3 +152,33 @@ async def async_handler(event: dict[str, Any], context: Any) -> Any:
         raise
     finally:
         _record("end", context, outcome=outcome)
+
+
+def fifo_handler(event: dict[str, Any], context: Any) -> Any:
+    """Processes records in order and stops at the first failure, reporting it and every later
+    record (what Powertools' SqsFifoPartialProcessor does). Body keys:
+      fail_until_receive: n   this record fails while its ApproximateReceiveCount <= n
+      raise_until_receive: n  the whole invocation raises while the count <= n
+      sleep: seconds          the batch sleeps for the largest value
+    The "end" record lists which messages succeeded and which were reported failed.
+    """
+    bodies = _start(event, context)
+    succeeded: list[str] = []
+    failed: list[str] = []
+    outcome = "error"
+    try:
+        delay = max((b.get("sleep", 0) for b in bodies if isinstance(b, dict)), default=0)
+        if delay:
+            time.sleep(delay)
+        for rec, body in zip(event["Records"], bodies, strict=True):
+            count = int(rec["attributes"]["ApproximateReceiveCount"])
+            if count <= int(body.get("raise_until_receive", 0)):
+                raise Exception(f"raising until receive {body['raise_until_receive']}")
+            if failed or count <= int(body.get("fail_until_receive", 0)):
+                failed.append(rec["messageId"])
+            else:
+                succeeded.append(rec["messageId"])
+        outcome = "returned"
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+    finally:
+        _record("end", context, outcome=outcome, succeeded=succeeded, failed=failed)

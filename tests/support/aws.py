@@ -78,6 +78,33 @@ class Queue:
             flush()
         return ids
 
+    def send_fifo(self, messages: Iterable[tuple[str, Any]]) -> list[str]:
+        """Send (group, body) pairs in order, one call per message group run; return ids."""
+        ids: list[str] = []
+        batch: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            resp = self.sqs.send_message_batch(QueueUrl=self.url, Entries=batch)
+            assert not resp.get("Failed"), resp.get("Failed")
+            by_id = {e["Id"]: e["MessageId"] for e in resp["Successful"]}
+            ids.extend(by_id[e["Id"]] for e in batch)
+            batch.clear()
+
+        for i, (group, body) in enumerate(messages):
+            batch.append(
+                {
+                    "Id": str(i),
+                    "MessageBody": body if isinstance(body, str) else json.dumps(body),
+                    "MessageGroupId": group,
+                    "MessageDeduplicationId": uuid.uuid4().hex,
+                }
+            )
+            if len(batch) == 10:
+                flush()
+        if batch:
+            flush()
+        return ids
+
     def counts(self) -> tuple[int, int]:
         """(visible, in flight) as SQS reports them."""
         a = self.sqs.get_queue_attributes(

@@ -21,6 +21,8 @@ class Invocation:
     outcome: str | None
     event: dict[str, Any]
     context: dict[str, Any]
+    succeeded: list[str] | None = None  # fifo_handler only
+    failed: list[str] | None = None
 
 
 def read_invocations(path: Path) -> list[Invocation]:
@@ -50,6 +52,8 @@ def read_invocations(path: Path) -> list[Invocation]:
                 outcome=e["outcome"] if e else None,
                 event=s["event"],
                 context=s["context"],
+                succeeded=e.get("succeeded") if e else None,
+                failed=e.get("failed") if e else None,
             )
         )
     out.sort(key=lambda i: i.started)

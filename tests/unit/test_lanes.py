@@ -200,7 +200,7 @@ def test_lane_invariants_under_random_failures(
         else:
             b = running.pop(data.draw(st.integers(0, len(running) - 1)))
             outcome = data.draw(st.sampled_from(["ok", "ok", "retry", "tail", "halves"]))
-            if outcome == "ok" or len(b.records) == 1 and outcome != "retry":
+            if outcome == "ok" or (len(b.records) == 1 and outcome != "retry"):
                 q.finish(b)
                 for r in b.records:
                     succeeded.append(r.item_id)  # type: ignore[arg-type]
