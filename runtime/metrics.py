@@ -51,6 +51,32 @@ FAILED_INVOKE_EVENTS = Counter(
 DELETED_EVENTS = Counter(
     "lambda_deleted_events", "SQS messages deleted after successful processing.", _FN
 )
+COMMITTED_EVENTS = Counter(
+    "lambda_committed_events",
+    "Records the checkpoint moved past (Kafka: sum of committed-offset advances).",
+    _FN,
+)
+DROPPED_EVENTS = Counter(
+    "lambda_dropped_events",
+    "Records given up (retries exhausted, too old, too big) without an on-failure destination.",
+    _FN,
+)
+ONFAILURE_DELIVERED_EVENTS = Counter(
+    "lambda_on_failure_destination_delivered_events",
+    "Records sent to the on-failure destination.",
+    _FN,
+)
+DESTINATION_DELIVERY_FAILURES = Counter(
+    "lambda_destination_delivery_failures",
+    "Failed attempts to write to the on-failure destination (retried; the lane waits).",
+    _FN,
+)
+OFFSET_LAG = Gauge(
+    "lambda_offset_lag",
+    "Kafka: high watermark minus committed offset, per partition (CloudWatch OffsetLag).",
+    (*_FN, "topic", "partition"),
+    multiprocess_mode="livesum",
+)
 
 BATCH_SIZE = Histogram(
     "esm_batch_records",
@@ -89,6 +115,11 @@ VISIBILITY_EXTENSIONS = Counter(
 POLLING_ERRORS = Counter(
     "esm_polling_errors", "Failed fetches from the event source (retried with backoff).", _FN
 )
+RETRIES = Counter(
+    "esm_retried_events",
+    "Records retried in place after a failed invocation (Kafka and stream sources).",
+    _FN,
+)
 
 WORKER_RESTARTS = Counter(
     "esm_worker_restarts", "Worker processes restarted by the supervisor.", ("reason",)
@@ -112,6 +143,11 @@ class MappingMetrics:
     invoked: Counter
     failed_invoke: Counter
     deleted: Counter
+    committed: Counter
+    dropped: Counter
+    onfailure_delivered: Counter
+    destination_delivery_failures: Counter
+    retries: Counter
     batch_size: Histogram
     batch_bytes: Histogram
     inflight: Gauge
@@ -134,6 +170,11 @@ class MappingMetrics:
             invoked=INVOKED_EVENTS.labels(*labels),
             failed_invoke=FAILED_INVOKE_EVENTS.labels(*labels),
             deleted=DELETED_EVENTS.labels(*labels),
+            committed=COMMITTED_EVENTS.labels(*labels),
+            dropped=DROPPED_EVENTS.labels(*labels),
+            onfailure_delivered=ONFAILURE_DELIVERED_EVENTS.labels(*labels),
+            destination_delivery_failures=DESTINATION_DELIVERY_FAILURES.labels(*labels),
+            retries=RETRIES.labels(*labels),
             batch_size=BATCH_SIZE.labels(*labels),
             batch_bytes=BATCH_BYTES.labels(*labels),
             inflight=INFLIGHT_BATCHES.labels(*labels),
@@ -143,7 +184,7 @@ class MappingMetrics:
             polling_errors=POLLING_ERRORS.labels(*labels),
         )
 
-    def touch(self) -> None:
-        """Create every series at 0, as Lambda emits 0 rather than nothing for ESM counters."""
-        for c in (self.polled, self.filtered_out, self.invoked, self.failed_invoke, self.deleted):
+    def touch(self, *extra: Counter) -> None:
+        """Create the source's series at 0, as Lambda emits 0 rather than nothing."""
+        for c in (self.polled, self.filtered_out, self.invoked, self.failed_invoke, *extra):
             c.inc(0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.aws import client
-from tests.support.emulator import Ministack
+from tests.support.emulator import Ministack, Tansu
 from tests.support.runtime import RuntimeProcess
 
 
@@ -26,6 +26,21 @@ def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield emu.endpoint
     finally:
         emu.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu) for the session; ESM_TEST_KAFKA reuses one."""
+    given = os.environ.get("ESM_TEST_KAFKA")
+    if given:
+        yield given
+        return
+    broker = Tansu(tmp_path_factory.mktemp("tansu"))
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

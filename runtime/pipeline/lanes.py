@@ -98,6 +98,15 @@ class LaneQueue:
         for i, part in enumerate(parts):
             bisect.insort(self._waiting, _Waiting((*entry.position, i), part, lanes_of(part)))
 
+    def discard_lanes(self, lanes: set[Hashable]) -> list[Batch]:
+        """Remove and return the waiting batches that touch any of ``lanes`` (revoked)."""
+        keep: list[_Waiting] = []
+        gone: list[_Waiting] = []
+        for entry in self._waiting:
+            (keep if entry.lanes.isdisjoint(lanes) else gone).append(entry)
+        self._waiting = keep
+        return [e.batch for e in gone]
+
     def drain(self) -> Iterator[Batch]:
         """Remove and yield every waiting batch (shutdown)."""
         while self._waiting:

@@ -24,6 +24,7 @@ class Record:
     ack: Any  # source-specific acknowledgement token
     lane: Hashable | None = None  # ordering key; None = unordered
     received_at: float = 0.0  # time.monotonic() when fetched
+    timestamp_ms: float = 0.0  # when the source stored it (epoch ms; 0 = unknown), for ages
 
 
 @dataclass(slots=True)

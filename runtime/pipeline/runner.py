@@ -1,14 +1,18 @@
-"""One mapping's share of work in one worker: pollers → batcher → invocations → acknowledgement.
+"""One mapping's share of work in one worker: fetch → batchers → lanes → executions.
 
-Flow control counts *units*: a fetch in progress, the open batch, a batch waiting for a slot and
-a batch in flight each count one. Pollers fetch only while units stay within the concurrency
-limit, so the runtime never holds more messages than it can invoke soon (each one is burning
-its visibility timeout, or holding a partition back). A finished batch wakes exactly one
-waiting poller.
+Two ways records come in (:mod:`runtime.sources.base`):
+- *pull* (SQS): poller tasks fetch while there is capacity. Flow control counts *units*: a
+  fetch in progress, an open batch, a batch waiting for a slot and a batch in flight each
+  count one, and pollers fetch only while units stay under the concurrency limit, so the
+  runtime never holds more messages than it can invoke soon (each held SQS message burns
+  visibility time). A finished batch wakes exactly one parked poller.
+- *push* (Kafka): the source delivers records itself and pauses the lanes (partitions) whose
+  records are not consumed fast enough; the pipeline never stops the whole source.
 
-The concurrency limit comes from :class:`~runtime.pipeline.scaling.ConcurrencyScaler`, fed with
-"a fetch came back full" (backlog) and "the function failed" (back off); partial batch failures
-do not slow the mapping down, as on Lambda.
+Records are batched by :class:`~runtime.pipeline.batcher.Batcher` (one per lane when the source
+batches per lane, e.g. per Kafka partition), ordered by :class:`~runtime.pipeline.lanes.LaneQueue`
+and run by :class:`~runtime.pipeline.execution.BatchExecution`. The concurrency limit comes from
+:class:`~runtime.pipeline.scaling.ConcurrencyScaler`.
 """
 
 from __future__ import annotations
@@ -21,56 +25,17 @@ from collections.abc import Hashable
 import structlog
 
 from runtime.config.resolved import Mapping
-from runtime.invoke.invoker import InvocationResult, Invoker
-from runtime.invoke.response import SUCCESS, BatchOutcome, OutcomeKind, parse_batch_response
+from runtime.invoke.invoker import Invoker
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.batcher import Batcher
-from runtime.pipeline.lanes import LaneQueue
+from runtime.pipeline.execution import BatchExecution, Destination, RecordBuilder
+from runtime.pipeline.failure import RetryPolicy
+from runtime.pipeline.lanes import LaneQueue, lanes_of
 from runtime.pipeline.records import Batch, Record
 from runtime.pipeline.scaling import ConcurrencyScaler
 from runtime.sources.base import Source
 
 log = structlog.get_logger("runtime.pipeline")
-
-
-def outcome_of(
-    result: InvocationResult, records: list[Record], mapping: Mapping, source: Source
-) -> BatchOutcome:
-    """What an invocation result means for its batch (esm-spec §2)."""
-    if result.error is not None:
-        return BatchOutcome(OutcomeKind.FAILURE, reason=result.error.error_type)
-    if not mapping.report_batch_item_failures:
-        return SUCCESS
-    return parse_batch_response(
-        result.response, {r.item_id for r in records}, source.parse_identifier
-    )
-
-
-def split_by_outcome(
-    outcome: BatchOutcome, records: list[Record]
-) -> tuple[list[Record], list[Record]]:
-    """(succeeded, failed) records of a batch.
-
-    In a lane (FIFO message group, partition, shard) order is the point: once a record
-    failed, every later record of its lane fails with it and comes back, even if the handler
-    did not report it (Lambda's FIFO rule, and the streams' "checkpoint at the first failure").
-    """
-    if outcome.kind is OutcomeKind.SUCCESS:
-        return records, []
-    if outcome.kind is OutcomeKind.FAILURE:
-        return [], records
-    failed_ids = outcome.failed_ids
-    stopped: set[Hashable] = set()  # lanes that have had a failure
-    ok: list[Record] = []
-    bad: list[Record] = []
-    for r in records:
-        if r.item_id in failed_ids or (r.lane is not None and r.lane in stopped):
-            bad.append(r)
-            if r.lane is not None:
-                stopped.add(r.lane)
-        else:
-            ok.append(r)
-    return ok, bad
 
 
 class MappingPipeline:
@@ -83,27 +48,36 @@ class MappingPipeline:
         metrics: MappingMetrics,
         *,
         max_pollers: int,
+        retry: RetryPolicy | None = None,
+        destination: Destination | None = None,
+        record_builder: RecordBuilder | None = None,
     ) -> None:
         self.mapping = mapping
         self._source = source
-        self._invoker = invoker
         self._scaler = scaler
         self._metrics = metrics
         self._max_pollers = max_pollers
-        self._batcher = Batcher(
-            max_records=mapping.batch_size,
-            window_seconds=mapping.batching_window_seconds,
-            envelope_bytes=source.envelope_bytes,
+        self._execution = BatchExecution(
+            mapping,
+            source,
+            invoker,
+            metrics,
+            retry=retry,
+            destination=destination,
+            record_builder=record_builder,
+            on_function_error=scaler.on_function_error,
+            stopping=lambda: self._stopping,
         )
+        self._batchers: dict[Hashable, Batcher] = {}
         self._lanes = LaneQueue()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], Batch] = {}
         self._fetching = 0
         self._pollers: dict[int, asyncio.Task[None]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._window_timer: asyncio.TimerHandle | None = None
+        self._window_at = float("inf")
         self._control: asyncio.Task[None] | None = None
         self._stopping = False
-        self._idle = asyncio.Event()
         self._log = log.bind(
             event_source_mapping_uuid=mapping.uuid, function_name=mapping.function.name
         )
@@ -111,13 +85,14 @@ class MappingPipeline:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        await self._source.start()
-        self._metrics.touch()
+        await self._source.start(self)
+        self._metrics.touch(getattr(self._metrics, self._source.ack_metric))
         self._metrics.concurrency_limit.set(self._scaler.limit)
         self._control = asyncio.create_task(
             self._control_loop(), name=f"control-{self.mapping.uuid}"
         )
-        self._resize_pollers()
+        if self._source.mode == "pull":
+            self._resize_pollers()
         self._log.info(
             "mapping started",
             source=self.mapping.source.identity,
@@ -131,6 +106,7 @@ class MappingPipeline:
         """Stop fetching, invoke what was fetched, wait for in-flight batches (bounded)."""
         self._stopping = True
         deadline = time.monotonic() + within_seconds
+        self._source.stop_fetching()
         if self._control is not None:
             self._control.cancel()
         for fut in self._waiters:
@@ -143,13 +119,14 @@ class MappingPipeline:
         if self._window_timer is not None:
             self._window_timer.cancel()
             self._window_timer = None
-        last = self._batcher.flush()
-        if last is not None:
-            self._lanes.push(last)
+        for batcher in self._batchers.values():
+            last = batcher.flush()
+            if last is not None:
+                self._lanes.push(last)
         while self._inflight or self._lanes:
             self._dispatch()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or not self._inflight:
                 break
             await asyncio.wait(
                 set(self._inflight), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
@@ -170,15 +147,44 @@ class MappingPipeline:
         await self._source.close()
         self._metrics.concurrency_limit.set(0)
 
-    # ----------------------------------------------------------------- flow control
+    # ----------------------------------------------------------------- push sources
+
+    def accept(self, records: list[Record]) -> None:
+        """Records from a push source (or from this pipeline's pollers)."""
+        if not records:
+            return
+        self._metrics.polled.inc(len(records))
+        if not self._source.batch_per_lane:
+            self._add(None, records)
+        else:
+            by_lane: dict[Hashable, list[Record]] = {}
+            for r in records:
+                by_lane.setdefault(r.lane, []).append(r)
+            for lane, recs in by_lane.items():
+                self._add(lane, recs)
+        self._arm_window()
+        self._dispatch()
+
+    async def revoke(self, lanes: set[Hashable], wait_seconds: float) -> None:
+        """Lanes moved to another consumer: drop what waits, let in-flight batches finish."""
+        for lane in lanes:
+            self._batchers.pop(lane, None)
+        dropped = self._lanes.discard_lanes(lanes)
+        if dropped:
+            self._log.info(
+                "lanes revoked; dropping their waiting records (the new owner fetches them)",
+                lanes=sorted(map(str, lanes)),
+                records=sum(len(b) for b in dropped),
+            )
+        busy = [t for t, b in self._inflight.items() if not lanes_of(b).isdisjoint(lanes)]
+        if busy and wait_seconds > 0:
+            await asyncio.wait(busy, timeout=wait_seconds)
+
+    # ----------------------------------------------------------------- pull sources
 
     def _units(self) -> int:
-        return (
-            len(self._inflight)
-            + len(self._lanes)
-            + self._fetching
-            + (1 if self._batcher.open_count else 0)
-        )
+        open_batches = sum(1 for b in self._batchers.values() if b.open_count)
+        return len(self._inflight) + len(self._lanes) + self._fetching + open_batches
 
     def _can_fetch(self) -> bool:
         return not self._stopping and self._units() < self._scaler.limit
@@ -201,15 +207,17 @@ class MappingPipeline:
                 fut.set_result(None)
                 n -= 1
 
+    def _poller_target(self) -> int:
+        if self._stopping or self._source.mode != "pull":
+            return 0
+        return min(self._scaler.limit, self._max_pollers)
+
     def _resize_pollers(self) -> None:
         for i in range(self._poller_target()):
             task = self._pollers.get(i)
             if task is None or task.done():
                 self._pollers[i] = asyncio.create_task(self._poll_loop(i), name=f"poll-{i}")
         self._kick(len(self._waiters))
-
-    def _poller_target(self) -> int:
-        return 0 if self._stopping else min(self._scaler.limit, self._max_pollers)
 
     async def _poll_loop(self, index: int) -> None:
         try:
@@ -228,9 +236,7 @@ class MappingPipeline:
                 finally:
                     self._fetching -= 1
                 self._scaler.on_fetch(len(records), asked)
-                if records:
-                    self._metrics.polled.inc(len(records))
-                    self._accept(records)
+                self.accept(records)
         finally:
             if self._pollers.get(index) is asyncio.current_task():
                 del self._pollers[index]
@@ -249,85 +255,65 @@ class MappingPipeline:
 
     # ----------------------------------------------------------------- batches
 
-    def _accept(self, records: list[Record]) -> None:
-        for batch in self._batcher.add(records):
+    def _add(self, key: Hashable, records: list[Record]) -> None:
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers[key] = Batcher(
+                max_records=self.mapping.batch_size,
+                window_seconds=self.mapping.batching_window_seconds,
+                envelope_bytes=self._source.envelope_bytes,
+            )
+        for batch in batcher.add(records):
             self._lanes.push(batch)
-        self._arm_window()
-        self._dispatch()
 
     def _arm_window(self) -> None:
-        deadline = self._batcher.deadline
-        if deadline is None or self._window_timer is not None:
+        deadlines = [d for b in self._batchers.values() if (d := b.deadline) is not None]
+        if not deadlines:
             return
-        loop = asyncio.get_running_loop()
-        self._window_timer = loop.call_at(deadline, self._on_window)
+        first = min(deadlines)
+        if self._window_timer is not None:
+            if self._window_at <= first:
+                return
+            self._window_timer.cancel()
+        self._window_at = first
+        self._window_timer = asyncio.get_running_loop().call_at(first, self._on_window)
 
     def _on_window(self) -> None:
         self._window_timer = None
-        batch = self._batcher.flush_due()
-        if batch is not None:
-            self._lanes.push(batch)
-            self._dispatch()
+        self._window_at = float("inf")
+        now = time.monotonic()
+        for batcher in self._batchers.values():
+            batch = batcher.flush_due(now)
+            if batch is not None:
+                self._lanes.push(batch)
+        self._dispatch()
         self._arm_window()
 
     def _dispatch(self) -> None:
-        limit = self._scaler.limit if not self._stopping else max(1, self._scaler.limit)
+        limit = max(1, self._scaler.limit)
         while len(self._inflight) < limit:
             batch = self._lanes.pop_runnable()
             if batch is None:
                 return
             task = asyncio.create_task(self._run_batch(batch))
-            self._inflight.add(task)
+            self._inflight[task] = batch
             task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+        self._inflight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("batch processing crashed", error=repr(task.exception()))
         self._dispatch()
         self._kick()
 
     async def _run_batch(self, batch: Batch) -> None:
-        m = self._metrics
-        records = batch.records
         structlog.contextvars.bind_contextvars(
             event_source_mapping_uuid=self.mapping.uuid, function_name=self.mapping.function.name
         )
-        m.inflight.inc()
+        self._metrics.inflight.inc()
+        self._metrics.batch_bytes.observe(batch.payload_bytes)
         try:
-            event = self._source.build_event(records)
-            m.batch_size.observe(len(records))
-            m.batch_bytes.observe(batch.payload_bytes)
-            m.invoked.inc(len(records))
-            result = await self._invoker.invoke(event, m)
-            outcome = outcome_of(result, records, self.mapping, self._source)
-            succeeded, failed = split_by_outcome(outcome, records)
-            if failed:
-                m.failed_invoke.inc(len(failed))
-            if result.error is not None:
-                self._scaler.on_function_error()
-            acked = await self._source.complete(succeeded, failed)
-            m.deleted.inc(acked)
-            self._log_invocation(result, outcome, len(records), len(failed))
+            await self._execution.run(batch)
         finally:
             self._lanes.finish(batch)
-            m.inflight.dec()
-
-    def _log_invocation(
-        self, result: InvocationResult, outcome: BatchOutcome, records: int, failed: int
-    ) -> None:
-        fields = {
-            "records": records,
-            "duration_ms": round(result.duration * 1000, 2),
-            "outcome": outcome.kind.value,
-        }
-        if outcome.kind is OutcomeKind.SUCCESS:
-            self._log.info("invocation", **fields)
-            return
-        fields["failed_records"] = failed
-        if result.error is not None:
-            fields["error_type"] = result.error.error_type
-            fields["error_message"] = result.error.error_message[:2000]
-        elif outcome.reason:
-            fields["reason"] = outcome.reason
-        self._log.warning("invocation", **fields)
+            self._metrics.inflight.dec()

@@ -20,7 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -30,7 +30,7 @@ from runtime.invoke.response import IdentifierParser, string_identifier
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.records import Record
 from runtime.sources.aws import AwsClients, error_code
-from runtime.sources.base import SourceError
+from runtime.sources.base import RecordSink, SourceError
 
 log = structlog.get_logger("runtime.sources.sqs")
 
@@ -137,6 +137,10 @@ class _VisibilityKeeper:
 
 
 class SqsSource:
+    mode: Literal["pull", "push"] = "pull"
+    batch_per_lane = False  # a FIFO batch holds several message groups, in queue order
+    retries_in_process = False  # failed messages come back through the queue
+    ack_metric = "deleted"
     envelope_bytes = _ENVELOPE
     max_fetch = _SQS_BATCH_LIMIT
     parse_identifier: IdentifierParser = staticmethod(string_identifier)
@@ -162,7 +166,7 @@ class SqsSource:
         self._keeper: _VisibilityKeeper | None = None
         self._backoff = _FETCH_ERROR_BACKOFF[0]
 
-    async def start(self) -> None:
+    async def start(self, sink: RecordSink | None = None) -> None:
         src = self.mapping.source
         self._client = await self._clients.client("sqs", self._region)
         try:
@@ -240,6 +244,15 @@ class SqsSource:
 
     def build_event(self, records: list[Record]) -> dict[str, Any]:
         return {"Records": [r.payload for r in records]}
+
+    def stop_fetching(self) -> None:
+        """Nothing to do: the pipeline stops its pollers."""
+
+    def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError("SQS mappings have no on-failure destination")
+
+    def unit_of(self, records: list[Record]) -> str:
+        return self.mapping.source.name
 
     async def complete(self, succeeded: list[Record], failed: list[Record]) -> int:
         if self._keeper is not None:

@@ -68,3 +68,58 @@ class Ministack:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
             self._log.close()
+
+
+TANSU = Path(os.environ.get("ESM_TEST_TANSU", REPO / ".emu-venv" / "bin" / "tansu"))
+
+
+def wait_tcp(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{host}:{port} did not accept within {timeout}s") from None
+            time.sleep(0.05)
+
+
+class Tansu:
+    """A Kafka-protocol broker (Tansu) with in-memory storage, on a free port."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"tansu-{self.port}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if not TANSU.exists():
+            raise RuntimeError(f"{TANSU} is missing: run deploy/setup.sh --test first")
+        url = f"tcp://{self.bootstrap}"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [
+                str(TANSU),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_tcp("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._log.close()

@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 from runtime.invoke.response import SUCCESS, BatchOutcome, OutcomeKind
 from runtime.pipeline.records import Record
-from runtime.pipeline.runner import split_by_outcome
+from runtime.pipeline.execution import split_by_outcome
 
 
 def rec(item: str, lane: Hashable | None) -> Record:

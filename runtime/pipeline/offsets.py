@@ -1,0 +1,39 @@
+"""Checkpoints that only move over the contiguous prefix of completed records.
+
+One tracker per work unit (a Kafka partition, later a Kinesis shard). Positions are tracked in
+the order they were fetched; completion may come in any order (Kinesis ParallelizationFactor
+lanes within a shard finish out of order), but the checkpoint only passes a position once
+every position fetched before it is complete. Gaps between positions (compacted offsets,
+transaction markers) are simply never tracked, so they never hold the checkpoint back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()  # fetched, in fetch order, not yet passed
+        self._done: set[int] = set()  # completed but not yet at the front
+        self._last_passed: int | None = None
+
+    def __len__(self) -> int:
+        """Records fetched and not yet behind the checkpoint."""
+        return len(self._pending)
+
+    def track(self, positions: Iterable[int]) -> None:
+        self._pending.extend(positions)
+
+    def complete(self, positions: Iterable[int]) -> None:
+        self._done.update(positions)
+        pending, done = self._pending, self._done
+        while pending and pending[0] in done:
+            self._last_passed = pending.popleft()
+            done.discard(self._last_passed)
+
+    @property
+    def last_complete(self) -> int | None:
+        """The last position of the completed prefix (None: nothing completed yet)."""
+        return self._last_passed
