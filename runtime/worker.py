@@ -31,13 +31,18 @@ import structlog
 from runtime.config.resolved import Function, Mapping, RuntimeConfig
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
+from runtime.destinations.record import invocation_record
+from runtime.destinations.sender import OnFailureDestination, destination_for
+from runtime.destinations.targets import parse_destination
 from runtime.invoke.environments import EnvironmentPool
 from runtime.invoke.invoker import Invoker
 from runtime.metrics import MappingMetrics
+from runtime.pipeline.failure import KAFKA_RETRY_CAP_WITH_DESTINATION, RetryPolicy
 from runtime.pipeline.runner import MappingPipeline
 from runtime.pipeline.scaling import ConcurrencyScaler, ScalingPolicy, split
 from runtime.sources.aws import AwsClients
 from runtime.sources.base import Source, SourceError
+from runtime.sources.kafka_setup import make_kafka_source
 from runtime.sources.sqs import SqsSource
 
 log = structlog.get_logger("runtime.worker")
@@ -84,6 +89,52 @@ def function_share(function: Function, index: int, count: int) -> int | None:
     if function.reserved_concurrency is None:
         return None
     return split(function.reserved_concurrency, count, index)
+
+
+async def make_source(
+    m: Mapping, clients: AwsClients, settings: Settings, metrics: MappingMetrics, index: int
+) -> Source:
+    """The broker side of a mapping (no I/O beyond what its settings need)."""
+    if m.source.kind is SourceKind.SQS:
+        return SqsSource(m, clients, settings, metrics)
+    if m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
+        return await make_kafka_source(m, clients, settings, metrics, index)
+    raise SourceError(f"{m.source.kind} sources are not supported yet")
+
+
+def retry_settings(
+    m: Mapping, clients: AwsClients, settings: Settings
+) -> tuple[RetryPolicy, OnFailureDestination | None]:
+    """The retry policy and on-failure destination of a source that retries in place."""
+    raw = m.raw
+    destination: OnFailureDestination | None = None
+    arn = (
+        raw.destination_config.on_failure.destination
+        if raw.destination_config and raw.destination_config.on_failure
+        else None
+    )
+    if arn:
+        owner = settings.account_id if "account_id" in settings.model_fields_set else None
+        destination = destination_for(parse_destination(arn), clients, expected_bucket_owner=owner)
+    retries = raw.maximum_retry_attempts if raw.maximum_retry_attempts is not None else -1
+    if (
+        retries < 0
+        and destination is not None
+        and m.source.kind in (SourceKind.KAFKA, SourceKind.MSK)
+    ):
+        retries = KAFKA_RETRY_CAP_WITH_DESTINATION  # Lambda's cap for Kafka with a destination
+    policy = RetryPolicy(
+        maximum_retry_attempts=retries,
+        maximum_record_age_seconds=(
+            raw.maximum_record_age_in_seconds
+            if raw.maximum_record_age_in_seconds is not None
+            else -1
+        ),
+        bisect_on_function_error=bool(raw.bisect_batch_on_function_error),
+        backoff_seconds=settings.retry_backoff_seconds,
+        backoff_max_seconds=settings.retry_backoff_max_seconds,
+    )
+    return policy, destination
 
 
 class Worker:
@@ -141,8 +192,8 @@ class Worker:
             max_workers=max(4, self._thread_budget()), thread_name_prefix="handler"
         )
         try:
-            self._build_pipelines(clients, executor)
             try:
+                await self._build_pipelines(clients, executor)
                 await asyncio.gather(*(p.start() for p in self._pipelines))
             except SourceError as exc:
                 log.error("event source unusable", error=str(exc))
@@ -169,7 +220,7 @@ class Worker:
                 total += share.maximum
         return total
 
-    def _build_pipelines(self, clients: AwsClients, executor: ThreadPoolExecutor) -> None:
+    async def _build_pipelines(self, clients: AwsClients, executor: ThreadPoolExecutor) -> None:
         invokers: dict[str, Invoker] = {}
         for m in self.config.mappings:
             if not m.enabled:
@@ -188,30 +239,35 @@ class Worker:
                     on_stuck=self._on_stuck,
                 )
             metrics = MappingMetrics.bind(fn.name, m.uuid)
+            source = await make_source(m, clients, self.settings, metrics, self.index)
+            # Pull sources scale with their backlog; push sources run one batch per lane at
+            # most, so their limit is simply the ceiling.
+            initial = share.initial if source.mode == "pull" else share.maximum
             scaler = ConcurrencyScaler(
                 ScalingPolicy(
-                    initial=share.initial,
+                    initial=initial,
                     maximum=share.maximum,
                     step=self.settings.scaling_step,
                     interval_seconds=self.settings.scaling_interval_seconds,
                     error_cooldown_seconds=self.settings.scaling_error_cooldown_seconds,
                 )
             )
+            retry, destination = None, None
+            if source.retries_in_process:
+                retry, destination = retry_settings(m, clients, self.settings)
             self._pipelines.append(
                 MappingPipeline(
                     m,
-                    self._make_source(m, clients, metrics),
+                    source,
                     invokers[fn.name],
                     scaler,
                     metrics,
                     max_pollers=MAX_POLLERS,
+                    retry=retry,
+                    destination=destination,
+                    record_builder=invocation_record if destination is not None else None,
                 )
             )
-
-    def _make_source(self, m: Mapping, clients: AwsClients, metrics: MappingMetrics) -> Source:
-        if m.source.kind is SourceKind.SQS:
-            return SqsSource(m, clients, self.settings, metrics)
-        raise SourceError(f"{m.source.kind} sources are not supported yet")
 
     # ------------------------------------------------------------------ liveness
 

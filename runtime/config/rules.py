@@ -21,6 +21,8 @@ from runtime.config.sources import (
     parse_event_source_arn,
     self_managed_kafka_source,
 )
+from runtime.destinations.targets import parse_destination
+from runtime.sources.kafka_auth import access_problems
 
 DEFAULT_MAX_FILTERS = 5
 
@@ -143,6 +145,9 @@ def check_mapping(
 
     _check_starting_position(m, source, invalid, problems)
     _check_filters(m, problems, max_filters)
+    _check_destination(m, problems)
+    if source.kind in (SourceKind.KAFKA, SourceKind.MSK):
+        _check_kafka(m, source, problems)
 
 
 def _check_pollers(m: EventSourceMappingConfig, source: EventSource, problems: list[str]) -> None:
@@ -195,6 +200,40 @@ def _check_starting_position(
             problems.append("StartingPositionTimestamp: cannot be in the future")
     elif m.starting_position_timestamp is not None:
         problems.append("StartingPositionTimestamp: only valid with StartingPosition AT_TIMESTAMP")
+
+
+def _check_destination(m: EventSourceMappingConfig, problems: list[str]) -> None:
+    dest = m.destination_config
+    if dest is None or dest.on_failure is None or not dest.on_failure.destination:
+        return
+    try:
+        parse_destination(dest.on_failure.destination)
+    except ValueError as exc:
+        problems.append(f"DestinationConfig.OnFailure.Destination: {exc}")
+
+
+def _check_kafka(m: EventSourceMappingConfig, source: EventSource, problems: list[str]) -> None:
+    problems.extend(access_problems(m.source_access_configurations or []))
+    cfg = (
+        m.self_managed_kafka_event_source_config
+        if source.kind is SourceKind.KAFKA
+        else m.amazon_managed_kafka_event_source_config
+    )
+    name = (
+        "SelfManagedKafkaEventSourceConfig"
+        if source.kind is SourceKind.KAFKA
+        else "AmazonManagedKafkaEventSourceConfig"
+    )
+    if cfg is not None and cfg.consumption_mode == "Queue":
+        problems.append(
+            f"{name}.ConsumptionMode: Queue (Kafka share groups) is not supported; use Stream"
+        )
+    if cfg is not None and cfg.schema_registry_config is not None:
+        problems.append(
+            f"{name}.SchemaRegistryConfig: schema registries are not supported by this runtime"
+        )
+    if source.kind is SourceKind.MSK and not m.topics:
+        problems.append("Topics: required for a Kafka event source (exactly one topic)")
 
 
 def _check_filters(m: EventSourceMappingConfig, problems: list[str], max_filters: int) -> None:

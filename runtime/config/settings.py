@@ -8,7 +8,7 @@ lists every setting; keep the two in step.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +73,41 @@ class Settings(BaseSettings):
         le=10000,
         description="Ceiling for mappings without ScalingConfig.MaximumConcurrency.",
     )
+
+    # Kafka.
+    kafka_session_timeout_ms: int = Field(
+        default=10000,
+        ge=1000,
+        le=300000,
+        description="Consumer group session timeout; a dead worker's partitions move after it.",
+    )
+    kafka_fetch_wait_max_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10000,
+        description="librdkafka fetch.wait.max.ms: lower means lower latency on quiet topics.",
+    )
+    kafka_commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    kafka_revoke_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="On a rebalance, how long in-flight batches of revoked partitions may run "
+        "on before their partitions are handed over (their results are then discarded).",
+    )
+    kafka_tls: bool | None = Field(
+        default=None,
+        description="Whether the Kafka brokers use TLS. Unset: TLS when SASL or certificates "
+        "are configured (Lambda's behaviour), plaintext otherwise.",
+    )
+    kafka_consumer_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra librdkafka consumer settings (JSON object), applied last.",
+    )
+
+    # Retries in place (Kafka, Kinesis, DynamoDB).
+    retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    retry_backoff_max_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     # SQS.
     sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20)

@@ -134,7 +134,7 @@ TRAITS: dict[SourceKind, SourceTraits] = {
 }
 
 # Sources whose runtime support exists. Others validate but are refused with a clear message.
-IMPLEMENTED: frozenset[SourceKind] = frozenset({SourceKind.SQS})
+IMPLEMENTED: frozenset[SourceKind] = frozenset({SourceKind.SQS, SourceKind.KAFKA, SourceKind.MSK})
 
 SQS_FIFO_MAX_BATCH_SIZE = 10
 

@@ -165,6 +165,7 @@ class BatchExecution:
                 continue
             result, succeeded, failed = await self._invoke(live)
             attempt.invocations += 1
+            attempt.function_error = result.error is not None
             last_request_id = result.request_id
             if succeeded:
                 self._ack_counter.inc(await self._source.complete(succeeded, []))
@@ -201,7 +202,9 @@ class BatchExecution:
                 function_arn=self.mapping.function.arn,
                 condition=condition,
                 approximate_invoke_count=attempt.invocations,
-                function_error=None if condition == MAXIMUM_PAYLOAD_SIZE_EXCEEDED else "Unhandled",
+                # Lambda's records: "Unhandled" after a function error, null after partial
+                # batch failures (and for the other conditions, which the builder shapes).
+                function_error="Unhandled" if attempt.function_error else None,
                 batch_info_key=key,
                 batch_info=info,
                 timestamp=dt.datetime.now(dt.UTC),

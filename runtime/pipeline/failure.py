@@ -51,6 +51,7 @@ class Attempt:
     records: list[Record]
     invocations: int = 0  # approximateInvokeCount so far
     retries: int = 0  # retries consumed (bisection does not consume)
+    function_error: bool = False  # the last failure was a function error (not a partial one)
 
 
 def split_expired(
@@ -88,14 +89,14 @@ def after_failure(
         half = len(failed) // 2
         return Retry(
             parts=[
-                Attempt(failed[:half], attempt.invocations, attempt.retries),
-                Attempt(failed[half:], attempt.invocations, attempt.retries),
+                Attempt(failed[:half], attempt.invocations, attempt.retries, function_error),
+                Attempt(failed[half:], attempt.invocations, attempt.retries, function_error),
             ],
             delay=0.0,
         )
     if policy.exhausted(attempt.retries):
         return GiveUp(failed, RETRY_ATTEMPTS_EXHAUSTED)
     return Retry(
-        parts=[Attempt(failed, attempt.invocations, attempt.retries + 1)],
+        parts=[Attempt(failed, attempt.invocations, attempt.retries + 1, function_error)],
         delay=policy.backoff(attempt.retries),
     )

@@ -18,6 +18,7 @@ class OffsetTracker:
         self._pending: deque[int] = deque()  # fetched, in fetch order, not yet passed
         self._done: set[int] = set()  # completed but not yet at the front
         self._last_passed: int | None = None
+        self.passed = 0  # positions the checkpoint has moved past, ever
 
     def __len__(self) -> int:
         """Records fetched and not yet behind the checkpoint."""
@@ -32,6 +33,7 @@ class OffsetTracker:
         while pending and pending[0] in done:
             self._last_passed = pending.popleft()
             done.discard(self._last_passed)
+            self.passed += 1
 
     @property
     def last_complete(self) -> int | None:

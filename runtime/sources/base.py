@@ -59,6 +59,9 @@ class Source(Protocol):
         """Connect and check the source; raise SourceError with a clear message if unusable.
         Push sources start delivering to ``sink``."""
 
+    async def check(self) -> None:
+        """Pre-flight check by the supervisor: reachable and usable, or SourceError."""
+
     async def fetch(self, max_records: int) -> list[Record]:
         """Pull sources: wait for records (long poll); return [] if none came."""
 

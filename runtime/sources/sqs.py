@@ -195,6 +195,18 @@ class SqsSource:
             self._keeper = _VisibilityKeeper(self, self.visibility_timeout)
             self._keeper.start()
 
+    async def check(self) -> None:
+        """Pre-flight (supervisor): the queue exists and its visibility timeout is long enough."""
+        keep, self._settings = (
+            self._settings,
+            self._settings.model_copy(update={"sqs_extend_visibility": False}),
+        )
+        try:
+            await self.start()
+        finally:
+            self._settings = keep
+            await self.close()
+
     async def fetch(self, max_records: int) -> list[Record]:
         asked = min(_SQS_BATCH_LIMIT, max_records)
         sent_at = time.monotonic()

@@ -27,13 +27,11 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from runtime.config.resolved import RuntimeConfig
 from runtime.config.settings import Settings
-from runtime.config.sources import SourceKind
 from runtime.metrics import WORKER_RESTARTS, WORKERS_ALIVE, MappingMetrics
 from runtime.sources.aws import AwsClients
 from runtime.sources.base import SourceError
-from runtime.sources.sqs import SqsSource
 from runtime.supervisor.http import build_app, start_http
-from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED
+from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED, make_source
 
 log = structlog.get_logger("runtime.supervisor")
 
@@ -71,20 +69,15 @@ async def check_sources(config: RuntimeConfig, settings: Settings) -> list[str]:
     clients = AwsClients(settings, max_pool_connections=8)
     try:
         for m in config.mappings:
-            if not m.enabled or m.source.kind is not SourceKind.SQS:
+            if not m.enabled:
                 continue
-            src = SqsSource(
-                m,
-                clients,
-                settings.model_copy(update={"sqs_extend_visibility": False}),
-                MappingMetrics.bind(m.function.name, m.uuid),
-            )
             try:
-                await src.start()
+                source = await make_source(
+                    m, clients, settings, MappingMetrics.bind(m.function.name, m.uuid), 0
+                )
+                await source.check()
             except SourceError as exc:
                 problems.append(f"eventSourceMappings[{m.index}]: {exc}")
-            finally:
-                await src.close()
     finally:
         await clients.close()
     return problems
