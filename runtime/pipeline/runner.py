@@ -119,10 +119,17 @@ class MappingPipeline:
         if self._window_timer is not None:
             self._window_timer.cancel()
             self._window_timer = None
-        for batcher in self._batchers.values():
-            last = batcher.flush()
-            if last is not None:
-                self._lanes.push(last)
+        if self._source.invoke_fetched_on_drain:
+            for batcher in self._batchers.values():
+                last = batcher.flush()
+                if last is not None:
+                    self._lanes.push(last)
+        else:
+            left = sum(len(b) for b in self._lanes.drain())
+            left += sum(b.open_count for b in self._batchers.values())
+            self._batchers.clear()
+            if left:
+                self._log.info("shutdown: leaving fetched records to the next owner", records=left)
         while self._inflight or self._lanes:
             self._dispatch()
             remaining = deadline - time.monotonic()

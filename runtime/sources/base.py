@@ -54,6 +54,9 @@ class Source(Protocol):
     parse_identifier: IdentifierParser
     # Prometheus counter the acknowledgements count in (SQS: deleted; Kafka: committed).
     ack_metric: str
+    # On shutdown, invoke records already fetched (SQS: they are invisible until then) rather
+    # than leaving them for the next owner (Kafka: they are simply read again).
+    invoke_fetched_on_drain: bool
 
     async def start(self, sink: RecordSink) -> None:
         """Connect and check the source; raise SourceError with a clear message if unusable.

@@ -76,6 +76,7 @@ class KafkaSource:
     batch_per_lane = True
     retries_in_process = True
     ack_metric = "committed"
+    invoke_fetched_on_drain = False  # uncommitted records are read again by the next owner
     max_fetch = _CONSUME_BATCH
     parse_identifier: IdentifierParser = staticmethod(kafka_identifier)
 

@@ -141,6 +141,7 @@ class SqsSource:
     batch_per_lane = False  # a FIFO batch holds several message groups, in queue order
     retries_in_process = False  # failed messages come back through the queue
     ack_metric = "deleted"
+    invoke_fetched_on_drain = True  # received messages are invisible: finish them
     envelope_bytes = _ENVELOPE
     max_fetch = _SQS_BATCH_LIMIT
     parse_identifier: IdentifierParser = staticmethod(string_identifier)

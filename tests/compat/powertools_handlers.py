@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
@@ -67,4 +68,25 @@ def fifo_record_handler(record: SQSRecord) -> None:
 def fifo_handler(event: dict[str, Any], context: LambdaContext) -> Any:
     return process_partial_response(
         event=event, record_handler=fifo_record_handler, processor=fifo_processor, context=context
+    )
+
+
+kafka_processor = BatchProcessor(event_type=EventType.Kafka)
+
+
+def kafka_record_handler(record: Any) -> None:
+    """Powertools' Kafka record: fails records whose JSON value has "fail": true."""
+    value = json.loads(base64.b64decode(record.value))
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(json.dumps({"partition": record.partition, "offset": record.offset}) + "\n")
+    if value.get("fail"):
+        raise ValueError(f"cannot process {record.topic}-{record.partition}@{record.offset}")
+
+
+def kafka_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event,
+        record_handler=kafka_record_handler,
+        processor=kafka_processor,
+        context=context,
     )

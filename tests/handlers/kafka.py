@@ -4,6 +4,7 @@ Each record value is JSON (records that are not JSON are just processed). Keys:
   poison: true           the invocation raises while this record is in the batch
   fail_times: n          the invocation raises the first n times this record is in a batch
   report: true           report this record in batchItemFailures ({"partition", "offset"})
+  report_times: n        report it only the first n times it is in a batch
   sleep: seconds         the batch sleeps for the largest value
 Records "start" and "end" lines (with partition/offset of every record) to RECORD_FILE.
 """
@@ -60,11 +61,11 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         bodies=[],
     )
     outcome = "error"
+    failures: list[dict[str, Any]] = []
     try:
         delay = max((v.get("sleep", 0) for _, _, v in values if isinstance(v, dict)), default=0)
         if delay:
             time.sleep(delay)
-        failures = []
         for p, o, v in values:
             if not isinstance(v, dict):
                 continue
@@ -72,9 +73,12 @@ def handler(event: dict[str, Any], context: Any) -> Any:
                 raise Exception(f"poison record {p}:{o}")
             if attempts[(p, o)] < int(v.get("fail_times", 0)):
                 raise Exception(f"record {p}:{o} fails (attempt {attempts[(p, o)] + 1})")
-            if v.get("report"):
+            if v.get("report") or attempts[(p, o)] < int(v.get("report_times", 0)):
                 failures.append({"itemIdentifier": {"partition": p, "offset": o}})
         outcome = "returned"
         return {"batchItemFailures": failures} if failures else None
     finally:
-        _record("end", context, outcome=outcome)
+        reported = [
+            f"{f['itemIdentifier']['partition']}:{f['itemIdentifier']['offset']}" for f in failures
+        ]
+        _record("end", context, outcome=outcome, failed=reported, succeeded=[])
