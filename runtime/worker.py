@@ -38,6 +38,7 @@ from runtime.invoke.environments import EnvironmentPool
 from runtime.invoke.invoker import Invoker
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.failure import KAFKA_RETRY_CAP_WITH_DESTINATION, RetryPolicy
+from runtime.pipeline.filtering import RecordFilter
 from runtime.pipeline.runner import MappingPipeline
 from runtime.pipeline.scaling import ConcurrencyScaler, ScalingPolicy, split
 from runtime.sources.aws import AwsClients
@@ -266,6 +267,12 @@ class Worker:
                     retry=retry,
                     destination=destination,
                     record_builder=invocation_record if destination is not None else None,
+                    record_filter=(
+                        RecordFilter(m.source.kind, list(m.filter_patterns))
+                        if m.filter_patterns
+                        else None
+                    ),
+                    release_filtered_out=m.raw.filtered_out_messages == "Keep",
                 )
             )
 

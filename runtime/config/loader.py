@@ -160,7 +160,11 @@ def build_config(
         {} if raw_functions is None else raw_functions, settings, problems, import_handlers
     )
     mappings = _load_mappings(
-        [] if raw_mappings is None else raw_mappings, functions, set(readable), problems
+        [] if raw_mappings is None else raw_mappings,
+        functions,
+        set(readable),
+        problems,
+        max_filters=settings.max_filters,
     )
     _check_environment(readable, problems)
 
@@ -220,7 +224,12 @@ def _import_handler(name: str, cfg: FunctionConfig, problems: list[str]) -> None
 
 
 def _load_mappings(
-    raw: Any, functions: dict[str, Function], named: set[str], problems: list[str]
+    raw: Any,
+    functions: dict[str, Function],
+    named: set[str],
+    problems: list[str],
+    *,
+    max_filters: int,
 ) -> list[Mapping]:
     if not isinstance(raw, list):
         problems.append("eventSourceMappings: must be a list")
@@ -239,7 +248,7 @@ def _load_mappings(
         own: list[str] = []
         source = resolve_source(cfg, invalid, own)
         if source is not None:
-            check_mapping(cfg, source, given, own, invalid=invalid)
+            check_mapping(cfg, source, given, own, invalid=invalid, max_filters=max_filters)
         fname = function_name_of(cfg.function_name)
         function = functions.get(fname) if fname else None
         if cfg.function_name == _FUNCTION_PLACEHOLDER:

@@ -243,6 +243,11 @@ class EventSourceMappingConfig(_LambdaShape):
         default=None, alias="DocumentDBEventSourceConfig"
     )
     tags: dict[str, str] | None = Field(default=None, alias="Tags")
+    # Runtime extension (not a Lambda field): SQS only. Lambda deletes messages that match no
+    # filter; "Keep" makes them visible again at once instead, for other consumers.
+    filtered_out_messages: Literal["Delete", "Keep"] | None = Field(
+        default=None, alias="FilteredOutMessages"
+    )
 
     @property
     def reports_batch_item_failures(self) -> bool:

@@ -7,7 +7,6 @@ the conformance snapshots), prefixed with the field they are about.
 
 from __future__ import annotations
 
-import json
 import time
 
 from runtime.config.model import EventSourceMappingConfig, StartingPosition
@@ -22,6 +21,7 @@ from runtime.config.sources import (
     self_managed_kafka_source,
 )
 from runtime.destinations.targets import parse_destination
+from runtime.pipeline.filtering import check_patterns
 from runtime.sources.kafka_auth import access_problems
 
 DEFAULT_MAX_FILTERS = 5
@@ -144,7 +144,7 @@ def check_mapping(
         )
 
     _check_starting_position(m, source, invalid, problems)
-    _check_filters(m, problems, max_filters)
+    _check_filters(m, source, problems, max_filters)
     _check_destination(m, problems)
     if source.kind in (SourceKind.KAFKA, SourceKind.MSK):
         _check_kafka(m, source, problems)
@@ -236,19 +236,15 @@ def _check_kafka(m: EventSourceMappingConfig, source: EventSource, problems: lis
         problems.append("Topics: required for a Kafka event source (exactly one topic)")
 
 
-def _check_filters(m: EventSourceMappingConfig, problems: list[str], max_filters: int) -> None:
+def _check_filters(
+    m: EventSourceMappingConfig, source: EventSource, problems: list[str], max_filters: int
+) -> None:
     if m.filter_criteria is None:
         return
     filters = m.filter_criteria.filters
     if len(filters) > max_filters:
         problems.append(
             f"FilterCriteria.Filters: at most {max_filters} filters are allowed "
-            f"(got {len(filters)})"
+            f"(got {len(filters)}; ESM_MAX_FILTERS raises the limit up to 10)"
         )
-    for i, f in enumerate(filters):
-        try:
-            json.loads(f.pattern)
-        except ValueError as exc:
-            problems.append(
-                f"FilterCriteria.Filters[{i}].Pattern: Invalid filter pattern definition. ({exc})"
-            )
+    problems.extend(check_patterns(source.kind, [f.pattern for f in filters]))

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         description="Ceiling for mappings without ScalingConfig.MaximumConcurrency.",
     )
 
+    # Filtering.
+    max_filters: int = Field(
+        default=5,
+        ge=1,
+        le=10,
+        description="Most FilterCriteria filters per mapping (Lambda: 5, 10 on request).",
+    )
+
     # Kafka.
     kafka_session_timeout_ms: int = Field(
         default=10000,

@@ -99,7 +99,7 @@ TRAITS: dict[SourceKind, SourceTraits] = {
         max_batch_size=10000,
         default_window_seconds=0.0,
         window_required_above_10=True,
-        fields=_COMMON_FIELDS | {"ScalingConfig", "ProvisionedPollerConfig"},
+        fields=_COMMON_FIELDS | {"ScalingConfig", "ProvisionedPollerConfig", "FilteredOutMessages"},
     ),
     SourceKind.KINESIS: SourceTraits(
         default_batch_size=100,

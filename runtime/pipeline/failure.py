@@ -38,7 +38,11 @@ class RetryPolicy:
 
     def backoff(self, retries_done: int) -> float:
         """Wait before the retry that follows ``retries_done`` earlier retries."""
-        return float(min(self.backoff_max_seconds, self.backoff_seconds * 2**retries_done))
+        # The exponent is capped: 2**1024 does not fit a float, and 2**32 is already beyond
+        # any sensible ceiling.
+        return float(
+            min(self.backoff_max_seconds, self.backoff_seconds * 2 ** min(retries_done, 32))
+        )
 
     def exhausted(self, retries_done: int) -> bool:
         return 0 <= self.maximum_retry_attempts <= retries_done
@@ -57,16 +61,22 @@ class Attempt:
 def split_expired(
     records: list[Record], policy: RetryPolicy, now_ms: float | None = None
 ) -> tuple[list[Record], list[Record]]:
-    """(expired, live): records older than MaximumRecordAgeInSeconds, by their source time."""
+    """(expired, live): the leading records older than MaximumRecordAgeInSeconds.
+
+    Only a leading run expires: a record is given up only when everything before it in the
+    batch is, so acknowledgements stay in order even when source timestamps are not (Kafka
+    CreateTime is set by producers). A record with an unknown time (0) never expires.
+    """
     if policy.maximum_record_age_seconds < 0:
         return [], records
     now_ms = time.time() * 1000 if now_ms is None else now_ms
     limit = policy.maximum_record_age_seconds * 1000
-    expired = [r for r in records if r.timestamp_ms and now_ms - r.timestamp_ms > limit]
-    if not expired:
-        return [], records
-    gone = {id(r) for r in expired}
-    return expired, [r for r in records if id(r) not in gone]
+    n = 0
+    for r in records:
+        if not r.timestamp_ms or now_ms - r.timestamp_ms <= limit:
+            break
+        n += 1
+    return records[:n], records[n:]
 
 
 @dataclass(frozen=True, slots=True)

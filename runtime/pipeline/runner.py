@@ -30,12 +30,16 @@ from runtime.metrics import MappingMetrics
 from runtime.pipeline.batcher import Batcher
 from runtime.pipeline.execution import BatchExecution, Destination, RecordBuilder
 from runtime.pipeline.failure import RetryPolicy
+from runtime.pipeline.filtering import RecordFilter
 from runtime.pipeline.lanes import LaneQueue, lanes_of
 from runtime.pipeline.records import Batch, Record
 from runtime.pipeline.scaling import ConcurrencyScaler
 from runtime.sources.base import Source
 
 log = structlog.get_logger("runtime.pipeline")
+
+# SQS messages filtered out under ``FilteredOutMessages: Keep`` become visible again after this.
+KEPT_MESSAGE_DELAY_SECONDS = 1
 
 
 class MappingPipeline:
@@ -51,8 +55,13 @@ class MappingPipeline:
         retry: RetryPolicy | None = None,
         destination: Destination | None = None,
         record_builder: RecordBuilder | None = None,
+        record_filter: RecordFilter | None = None,
+        release_filtered_out: bool = False,
     ) -> None:
         self.mapping = mapping
+        self._filter = record_filter
+        self._release_filtered_out = release_filtered_out
+        self._background: set[asyncio.Task[None]] = set()
         self._source = source
         self._scaler = scaler
         self._metrics = metrics
@@ -138,6 +147,8 @@ class MappingPipeline:
             await asyncio.wait(
                 set(self._inflight), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
             )
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=max(0.1, deadline - time.monotonic()))
         if self._lanes:
             unsent = [r for b in self._lanes.drain() for r in b.records]
             self._log.warning("drain timeout: returning uninvoked records", records=len(unsent))
@@ -161,6 +172,15 @@ class MappingPipeline:
         if not records:
             return
         self._metrics.polled.inc(len(records))
+        if self._filter is not None:
+            records, dropped = self._filter.split(records)
+            if dropped:
+                self._metrics.filtered_out.inc(len(dropped))
+                task = asyncio.create_task(self._settle_filtered_out(dropped))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            if not records:
+                return
         if not self._source.batch_per_lane:
             self._add(None, records)
         else:
@@ -171,6 +191,16 @@ class MappingPipeline:
                 self._add(lane, recs)
         self._arm_window()
         self._dispatch()
+
+    async def _settle_filtered_out(self, records: list[Record]) -> None:
+        """Filtered-out records are acknowledged (SQS: deleted, as Lambda does; Kafka: the
+        checkpoint moves past them), or, for SQS with ``FilteredOutMessages: Keep``, made
+        visible again at once for other consumers."""
+        if self._release_filtered_out:
+            # Not at once: this mapping's own pollers would receive them again immediately.
+            await self._source.release(records, KEPT_MESSAGE_DELAY_SECONDS)
+        else:
+            await self._source.complete(records, [])
 
     async def revoke(self, lanes: set[Hashable], wait_seconds: float) -> None:
         """Lanes moved to another consumer: drop what waits, let in-flight batches finish."""

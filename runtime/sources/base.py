@@ -77,8 +77,10 @@ class Source(Protocol):
     async def complete(self, succeeded: list[Record], failed: list[Record]) -> int:
         """Acknowledge ``succeeded``; let ``failed`` be delivered again. Return records acked."""
 
-    async def release(self, records: list[Record]) -> None:
-        """Give back records that were fetched but will not be invoked (shutdown)."""
+    async def release(self, records: list[Record], delay_seconds: int = 0) -> None:
+        """Give back records that were fetched but will not be invoked (shutdown, or SQS
+        messages filtered out under ``FilteredOutMessages: Keep``), visible again after
+        ``delay_seconds``."""
 
     async def close(self) -> None:
         """Stop background work, commit what is complete, free connections."""

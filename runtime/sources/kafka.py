@@ -419,7 +419,7 @@ class KafkaSource:
                 self._request(_resume(TopicPartition(p.topic, p.partition)))
         return 0  # CommittedEventCount is counted when offsets are committed
 
-    async def release(self, records: list[Record]) -> None:
+    async def release(self, records: list[Record], delay_seconds: int = 0) -> None:
         """Nothing to give back: uncommitted records are read again by the next owner."""
 
     def _advance(self, p: _Partition) -> int | None:

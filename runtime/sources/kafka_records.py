@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -73,7 +74,13 @@ def record_size(
     if value is not None:
         size += 4 * ((len(value) + 2) // 3) + 10
     for k, v in headers or ():
-        size += len(k) + 8 + (5 * len(v) if v else 0)  # "-128," is 5 characters at most
+        # Header keys are the only free text here (topics are ASCII, key/value base64).
+        key_len = (
+            len(k)
+            if k.isascii() and k.isprintable() and '"' not in k and "\\" not in k
+            else len(json.dumps(k))
+        )
+        size += key_len + 8 + (5 * len(v) if v else 0)  # "-128," is 5 characters at most
     return size
 
 
@@ -122,8 +129,19 @@ def kafka_identifier(value: Any) -> Hashable | None:
 
 
 def _iso_ms(epoch_ms: int) -> str:
-    t = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    """ISO-8601 with milliseconds, computed in integers (no float rounding); timestamps
+    outside datetime's range (a producer writing microseconds) are clamped."""
+    seconds, millis = divmod(int(epoch_ms), 1000)
+    try:
+        t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+    except OverflowError:
+        t = (
+            dt.datetime.max.replace(tzinfo=dt.UTC)
+            if seconds > 0
+            else dt.datetime.min.replace(tzinfo=dt.UTC)
+        )
+        millis = 999 if seconds > 0 else 0
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
 def kafka_batch_info(

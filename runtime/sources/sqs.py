@@ -277,12 +277,12 @@ class SqsSource:
             self._keeper.drop(r.ack for r in succeeded)
         return deleted
 
-    async def release(self, records: list[Record]) -> None:
+    async def release(self, records: list[Record], delay_seconds: int = 0) -> None:
         if self._keeper is not None:
             self._keeper.drop(r.ack for r in records)
         if records:
             with contextlib.suppress(Exception):
-                await self.change_visibility([r.ack for r in records], 0)
+                await self.change_visibility([r.ack for r in records], delay_seconds)
 
     async def close(self) -> None:
         if self._keeper is not None:

@@ -74,8 +74,8 @@ BASELINE = {
     "fifo": [],
     "kinesis": [not_yet("kinesis")],
     "dynamodb": [not_yet("dynamodb")],
-    "kafka": [not_yet("kafka")],
-    "msk": [not_yet("msk")],
+    "kafka": [],
+    "msk": [],
 }
 
 
@@ -287,7 +287,7 @@ NOT_FOR_SQS = [
     ("TumblingWindowInSeconds", 60, []),
     ("Topics", ["orders"], []),
     ("Queues", ["orders"], []),
-    ("SourceAccessConfigurations", [{"Type": "BASIC_AUTH", "URI": "u"}], []),
+    ("SourceAccessConfigurations", [{"Type": "BASIC_AUTH", "URI": "env://KAFKA_SECRET"}], []),
     ("SelfManagedKafkaEventSourceConfig", {"ConsumerGroupId": "g"}, []),
     ("AmazonManagedKafkaEventSourceConfig", {"ConsumerGroupId": "g"}, []),
     ("DocumentDBEventSourceConfig", {"DatabaseName": "db"}, []),
@@ -359,7 +359,7 @@ def test_fields_not_applicable_to_other_sources_are_rejected(
     [
         ("kinesis", {"ParallelizationFactor": 10, "TumblingWindowInSeconds": 900}),
         ("dynamodb", {"BisectBatchOnFunctionError": True, "MaximumRetryAttempts": 5}),
-        ("kafka", {"SourceAccessConfigurations": [{"Type": "BASIC_AUTH", "URI": "u"}]}),
+        ("kafka", {"SourceAccessConfigurations": [{"Type": "BASIC_AUTH", "URI": "env://S"}]}),
         ("kafka", {"SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": "g"}}),
         ("msk", {"AmazonManagedKafkaEventSourceConfig": {"ConsumerGroupId": "g"}}),
         ("msk", {"ProvisionedPollerConfig": {"MinimumPollers": 1}, "LoggingConfig": {}}),
@@ -442,7 +442,7 @@ def test_sqs_arn_without_region_is_rejected() -> None:
     ],
 )
 def test_non_sqs_sources_are_not_supported_yet(source: str, kind: str) -> None:
-    assert mapping_problems(source) == [not_yet(kind)]
+    assert mapping_problems(source) == ([] if kind in ("kafka", "msk") else [not_yet(kind)])
 
 
 @pytest.mark.parametrize(
@@ -459,7 +459,9 @@ def test_other_recognized_arn_forms(arn: str, kind: str) -> None:
         fields["BatchSize"] = 10
     else:
         fields["Topics"] = ["orders"]
-    assert problems_of(doc({"FunctionName": "fn", **fields})) == [not_yet(kind)]
+    assert problems_of(doc({"FunctionName": "fn", **fields})) == (
+        [] if kind == "msk" else [not_yet(kind)]
+    )
 
 
 def test_event_source_is_required() -> None:
@@ -562,7 +564,8 @@ def test_five_filters_are_allowed_and_kept_in_order() -> None:
 
 def test_more_than_five_filters_are_rejected() -> None:
     assert mapping_problems("sqs", FilterCriteria=filters(*["{}"] * 6)) == [
-        f"{M0}.FilterCriteria.Filters: at most 5 filters are allowed (got 6)"
+        f"{M0}.FilterCriteria.Filters: at most 5 filters are allowed (got 6; "
+        "ESM_MAX_FILTERS raises the limit up to 10)"
     ]
 
 
@@ -587,7 +590,10 @@ def test_a_pattern_that_is_not_json_is_rejected(pattern: str, detail: str) -> No
 def test_every_bad_pattern_and_the_count_are_reported_together() -> None:
     problems = mapping_problems("sqs", FilterCriteria=filters("x", "{}", "{}", "{}", "{}", "y"))
     assert len(problems) == 3
-    assert problems[0] == f"{M0}.FilterCriteria.Filters: at most 5 filters are allowed (got 6)"
+    assert problems[0] == (
+        f"{M0}.FilterCriteria.Filters: at most 5 filters are allowed (got 6; "
+        "ESM_MAX_FILTERS raises the limit up to 10)"
+    )
     assert problems[1].startswith(f"{M0}.FilterCriteria.Filters[0].Pattern: Invalid filter")
     assert problems[2].startswith(f"{M0}.FilterCriteria.Filters[5].Pattern: Invalid filter")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from runtime.invoke.response import SUCCESS, BatchOutcome, OutcomeKind
-from runtime.pipeline.records import Record
 from runtime.pipeline.execution import split_by_outcome
+from runtime.pipeline.records import Record
 
 
 def rec(item: str, lane: Hashable | None) -> Record:
