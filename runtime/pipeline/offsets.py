@@ -28,12 +28,20 @@ class OffsetTracker:
         self._pending.extend(positions)
 
     def complete(self, positions: Iterable[int]) -> None:
-        self._done.update(positions)
         pending, done = self._pending, self._done
-        while pending and pending[0] in done:
+        passed = 0
+        for pos in positions:
+            # The common case: completions arrive in fetch order, at the front.
+            if not done and pending and pending[0] == pos:
+                self._last_passed = pending.popleft()
+                passed += 1
+            else:
+                done.add(pos)
+        while done and pending and pending[0] in done:
             self._last_passed = pending.popleft()
             done.discard(self._last_passed)
-            self.passed += 1
+            passed += 1
+        self.passed += passed
 
     @property
     def last_complete(self) -> int | None:

@@ -27,6 +27,9 @@ _TIMESTAMP_TYPES = {1: "CREATE_TIME", 2: "LOG_APPEND_TIME"}
 _RECORD_OVERHEAD = 190
 
 
+_b64 = base64.b64encode
+
+
 def signed_bytes(value: bytes | None) -> list[int]:
     return [b - 256 if b > 127 else b for b in value] if value else []
 
@@ -54,10 +57,10 @@ def kafka_record(
         "timestampType": _TIMESTAMP_TYPES.get(ts_type, "NO_TIMESTAMP_TYPE"),
     }
     if key is not None:
-        rec["key"] = base64.b64encode(key).decode()
+        rec["key"] = _b64(key).decode()
     if value is not None:
-        rec["value"] = base64.b64encode(value).decode()
-    rec["headers"] = [{k: signed_bytes(v)} for k, v in headers or ()]
+        rec["value"] = _b64(value).decode()
+    rec["headers"] = [{k: signed_bytes(v)} for k, v in headers] if headers else []
     return rec
 
 
@@ -73,7 +76,9 @@ def record_size(
         size += 4 * ((len(key) + 2) // 3) + 10
     if value is not None:
         size += 4 * ((len(value) + 2) // 3) + 10
-    for k, v in headers or ():
+    if not headers:
+        return size
+    for k, v in headers:
         # Header keys are the only free text here (topics are ASCII, key/value base64).
         key_len = (
             len(k)

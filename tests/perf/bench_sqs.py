@@ -29,140 +29,54 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import uvloop
-import yaml
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.perf.common import (
+    BATCH_SIZE,
+    BODY_BYTES,
+    IDLE_SECONDS,
+    MIB,
+    VISIBILITY_TIMEOUT,
+    BenchError,
+    Runtime,
+    cpu_delta,
+    cpu_snapshot,
+    cpu_text,
+    emulator,
+    fill,
+    parse_env,
+    result_line,
+    rss_bytes,
+    single_mapping_config,
+    temporary_queue,
+    wait_drained,
+)
 from tests.support.aws import CREDENTIALS, REGION, Queue, client
-from tests.support.emulator import REPO, Ministack, free_port
 
 Phase = Literal["runtime", "baseline"]
 
-BODY_BYTES = 100
-VISIBILITY_TIMEOUT = 60
-BATCH_SIZE = 10
-POLL_SECONDS = 0.2
-IDLE_SECONDS = 2.0
 GOAL = 0.8
-NOISE_CORES = 0.15  # other processes' average core use above which a run is flagged
 HANDLER = "tests.perf.handlers.noop"
-MIB = 1024 * 1024
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """A phase failed: the figures of this run mean nothing."""
-
-
-# --------------------------------------------------------------------------- /proc
-
-
-def child_pids(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), 0 if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
-
-
-def busy_cpu_seconds() -> float:
-    """CPU time the whole machine spent busy (all cores; /proc/stat, not idle nor iowait)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
-
-
-def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {**{name: cpu_seconds(pid) for name, pid in pids.items()}, "": busy_cpu_seconds()}
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds of each process between two snapshots, and ``other`` for everything else.
-
-    ``other`` is the machine's busy time less the processes named: other work on the machine
-    (other test sessions, say) that competes for the cores. Large values make a run suspect.
-    """
-    out = {name: round(after[name] - t, 3) for name, t in before.items() if name}
-    out["other"] = round(after[""] - before[""] - sum(out.values()), 3)
-    return out
 
 
 # --------------------------------------------------------------------------- queues
 
 
-def make_body(i: int) -> str:
-    """A JSON body of exactly BODY_BYTES bytes."""
-    head = f'{{"n":{i},"pad":"'
-    return head + "x" * (BODY_BYTES - len(head) - 2) + '"}'
-
-
-def fill(queue: Queue, n: int, threads: int) -> float:
-    """Send n messages with SendMessageBatch from several threads; return the seconds it took."""
-    started = time.perf_counter()
-
-    def send(first: int) -> None:
-        entries = [
-            {"Id": str(i), "MessageBody": make_body(i)} for i in range(first, min(first + 10, n))
-        ]
-        for attempt in range(5):
-            resp = queue.sqs.send_message_batch(QueueUrl=queue.url, Entries=entries)
-            failed = {f["Id"] for f in resp.get("Failed") or ()}
-            if not failed:
-                return
-            entries = [e for e in entries if e["Id"] in failed]
-            time.sleep(0.1 * (attempt + 1))
-        raise BenchError(f"SendMessageBatch kept failing for {len(entries)} messages")
-
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fill") as pool:
-        list(pool.map(send, range(0, n, 10)))
-    deadline = time.monotonic() + 60
-    while (counts := queue.counts()) != (n, 0):
-        if time.monotonic() > deadline:
-            raise BenchError(f"queue {queue.name} holds {counts} messages after the fill, not {n}")
-        time.sleep(0.1)
-    return time.perf_counter() - started
-
-
 @contextlib.contextmanager
 def fresh_queue(sqs: Any, tag: str, n: int, threads: int) -> Iterator[tuple[Queue, float]]:
-    queue = Queue.create(sqs, f"bench-{tag}", visibility_timeout=VISIBILITY_TIMEOUT)
-    try:
+    with temporary_queue(sqs, f"bench-{tag}", visibility_timeout=VISIBILITY_TIMEOUT) as queue:
         yield queue, fill(queue, n, threads)
-    finally:
-        with contextlib.suppress(Exception):
-            sqs.delete_queue(QueueUrl=queue.url)
 
 
 # --------------------------------------------------------------------------- results
@@ -199,134 +113,8 @@ class RunResult:
 # --------------------------------------------------------------------------- phase A: runtime
 
 
-class Runtime:
-    """``python -m runtime run`` as a process tree, with its log in the work directory."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        tag: str,
-        config: dict[str, Any],
-        endpoint: str,
-        workers: int,
-        extra_env: dict[str, str],
-    ) -> None:
-        self.config_path = workdir / f"runtime-{tag}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.log_path = workdir / f"runtime-{tag}.log"
-        self.port = free_port()
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("ESM_") and k != "PROMETHEUS_MULTIPROC_DIR"
-        }
-        self.env.update(
-            ESM_AWS_ENDPOINT_URL=endpoint,
-            AWS_ACCESS_KEY_ID=CREDENTIALS["aws_access_key_id"],
-            AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"],
-            AWS_REGION=REGION,
-            ESM_HTTP_HOST="127.0.0.1",
-            ESM_HTTP_PORT=str(self.port),
-            ESM_WORKERS=str(workers),
-            ESM_LOG_LEVEL="WARNING",
-        )
-        self.env.update(extra_env)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runtime", "run", str(self.config_path)],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def worker_pids(self) -> list[int]:
-        return child_pids(self.pid)
-
-    def check_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise BenchError(
-                f"runtime exited with {self.proc.returncode}; log tail:\n{self.log_tail()}"
-            )
-
-    def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return int(r.status), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read().decode()
-
-    def wait_ready(self, timeout: float) -> float:
-        """Poll /readyz every 50 ms; return the perf_counter time it first answered 200."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            with contextlib.suppress(OSError):
-                if self.get("/readyz")[0] == 200:
-                    return time.perf_counter()
-            if time.monotonic() > deadline:
-                raise BenchError(f"runtime not ready after {timeout:.0f}s:\n{self.log_tail()}")
-            time.sleep(0.05)
-
-    def metrics(self) -> dict[str, float]:
-        """Every sample summed over its labels, by sample name."""
-        status, text = self.get("/metrics")
-        if status != 200:
-            raise BenchError(f"/metrics answered {status}")
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[s.name] = out.get(s.name, 0.0) + s.value
-        return out
-
-    def stop(self, timeout: float = 60.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise BenchError(f"runtime still running {timeout:.0f}s after SIGTERM") from None
-        return int(self.proc.returncode)
-
-    def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for pid in [*self.worker_pids(), self.proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
 def runtime_config(queue_arn: str, concurrency: int) -> dict[str, Any]:
-    return {
-        "functions": {"bench": {"Handler": HANDLER, "Timeout": 30}},
-        "eventSourceMappings": [
-            {
-                "FunctionName": "bench",
-                "EventSourceArn": queue_arn,
-                "BatchSize": BATCH_SIZE,
-                "ScalingConfig": {"MaximumConcurrency": concurrency},
-            }
-        ],
-    }
+    return single_mapping_config(queue_arn, HANDLER, concurrency)
 
 
 def run_runtime(ctx: Context, round_no: int) -> RunResult:
@@ -355,7 +143,7 @@ def run_runtime(ctx: Context, round_no: int) -> RunResult:
             cpu0 = cpu_snapshot(watched)
             remaining_at_ready = queue.total()
 
-            t_done = wait_drained(ctx, queue, rt)
+            t_done = wait_drained(queue, rt, n, a.timeout, a.stall_timeout)
             cpu = cpu_delta(cpu0, cpu_snapshot(watched))
             m = rt.metrics()
             if rt.worker_pids() != workers:
@@ -390,39 +178,6 @@ def run_runtime(ctx: Context, round_no: int) -> RunResult:
             rss_workers_mib=[round(r, 1) for r in rss_workers],
             exit_code=code,
         )
-
-
-def wait_drained(ctx: Context, queue: Queue, rt: Runtime) -> float:
-    """Poll every 0.2 s until the queue is empty and the runtime counted N deletes.
-
-    Returns the perf_counter time of the first poll that saw both. Fails after --timeout, or
-    after --stall-timeout without any progress.
-    """
-    n = ctx.args.messages
-    started = time.monotonic()
-    last_progress, last_total, deleted = started, -1, -1.0
-    next_poll = time.perf_counter()
-    while True:
-        rt.check_alive()
-        polled_at = time.perf_counter()
-        total = queue.total()
-        if total == 0:
-            deleted = rt.metrics().get("lambda_deleted_events_total", 0.0)
-            if deleted >= n:
-                if deleted > n:
-                    print(f"  note: lambda_deleted_events_total is {deleted:g} > {n}")
-                return polled_at
-        now = time.monotonic()
-        if total != last_total:
-            last_total, last_progress = total, now
-        if now - started > ctx.args.timeout or now - last_progress > ctx.args.stall_timeout:
-            raise BenchError(
-                f"runtime did not drain the queue: {total} messages left, "
-                f"lambda_deleted_events_total={deleted:g} after {now - started:.0f}s\n"
-                f"{rt.log_tail()}"
-            )
-        next_poll += POLL_SECONDS
-        time.sleep(max(0.0, next_poll - time.perf_counter()))
 
 
 # --------------------------------------------------------------------------- phase B: baseline
@@ -547,14 +302,6 @@ class Context:
     extra_pids: dict[str, int]  # processes whose CPU time is reported too (the emulator)
 
 
-def _cpu_text(cpu: dict[str, float], seconds: float) -> str:
-    text = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-    other = cpu.get("other", 0.0) / seconds if seconds > 0 else 0.0
-    if other > NOISE_CORES:
-        text += f"  <- NOISY: other processes used {other:.2f} cores on average"
-    return text
-
-
 def describe(r: RunResult) -> str:
     head = f"{r.phase:<8} {r.seconds:8.2f} s {r.msgs_per_s:9.1f} msg/s"
     if r.phase == "runtime":
@@ -565,7 +312,7 @@ def describe(r: RunResult) -> str:
             f"= {r.msgs_per_s_after_ready:.1f} msg/s; "
             f"{r.invocations:g} invocations = {per_call:.2f} msg/batch, "
             f"errors {r.function_errors:g}/{r.polling_errors:g}/{r.ack_failures:g})\n"
-            f"{'':14}CPU s in window: {_cpu_text(r.cpu_seconds, r.seconds)}\n"
+            f"{'':14}CPU s in window: {cpu_text(r.cpu_seconds, r.seconds)}\n"
             f"{'':14}idle RSS: supervisor {r.rss_supervisor_mib:.1f} MiB, workers "
             + ", ".join(f"{x:.1f}" for x in r.rss_workers_mib)
             + f" MiB; exit code {r.exit_code}"
@@ -573,7 +320,7 @@ def describe(r: RunResult) -> str:
     return (
         f"{head}  ({r.receives} receives, {r.empty_receives} empty, "
         f"{r.delete_failures} delete failures)\n"
-        f"{'':14}CPU s in window: {_cpu_text(r.cpu_seconds, r.seconds)}"
+        f"{'':14}CPU s in window: {cpu_text(r.cpu_seconds, r.seconds)}"
     )
 
 
@@ -629,16 +376,6 @@ def print_summary(s: dict[str, Any]) -> None:
     )
 
 
-def _parse_env(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--runtime-env wants KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tests.perf.bench_sqs",
@@ -682,24 +419,31 @@ def main(argv: list[str] | None = None) -> int:
     if not 2 <= args.concurrency <= 1000:
         parser.error("--concurrency must be within 2..1000 (ScalingConfig.MaximumConcurrency)")
     try:
-        runtime_env = _parse_env(args.runtime_env)
-    except argparse.ArgumentTypeError as exc:
+        runtime_env = parse_env(args.runtime_env)
+    except ValueError as exc:
         parser.error(str(exc))
 
     workdir = Path(tempfile.mkdtemp(prefix="esm-bench-"))
-    emulator: Ministack | None = None
     ok = False
     try:
-        extra_pids: dict[str, int] = {}
-        if args.endpoint:
-            endpoint = args.endpoint
-        else:
-            emulator = Ministack(workdir)
-            emulator.start()
-            endpoint = emulator.endpoint
-            proc = getattr(emulator, "_proc", None)
-            if isinstance(proc, subprocess.Popen):
-                extra_pids["emulator"] = proc.pid
+        with emulator(args.endpoint, workdir) as (endpoint, extra_pids):
+            ok = _run(args, endpoint, extra_pids, workdir, runtime_env)
+        return 0 if ok else 1
+    finally:
+        if ok and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    endpoint: str,
+    extra_pids: dict[str, int],
+    workdir: Path,
+    runtime_env: dict[str, str],
+) -> bool:
+    """Every round, then the summary and the RESULT line; False (and a RESULT saying so) when
+    a phase failed."""
+    try:
         ctx = Context(args, endpoint, client("sqs", endpoint), workdir, runtime_env, extra_pids)
         phases: list[Phase] = ["runtime", "baseline"]
         if args.order == "baseline-first":
@@ -718,19 +462,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{round_no}/{args.repeat}] {describe(r)}", flush=True)
         summary = summarize(args, endpoint, runs)
         print_summary(summary)
-        print("RESULT " + json.dumps(summary, separators=(",", ":")), flush=True)
-        ok = True
-        return 0
+        print(result_line(summary), flush=True)
+        return True
     except BenchError as exc:
         print(f"bench_sqs: FAILED: {exc}", file=sys.stderr, flush=True)
         print(f"bench_sqs: logs kept in {workdir}", file=sys.stderr)
         print("RESULT " + json.dumps({"ok": False, "error": str(exc)[:2000]}), flush=True)
-        return 1
-    finally:
-        if emulator is not None:
-            emulator.stop()
-        if ok and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return False
 
 
 if __name__ == "__main__":

@@ -1,9 +1,75 @@
-"""Handlers for the performance benchmarks: they cost nothing, so the runtime's own cost shows."""
+"""Handlers for the performance benchmarks.
+
+``noop`` costs nothing, so the runtime's own cost shows. ``sleep_10ms`` holds each batch for
+10 ms, so concurrency shows: with RECORD_FILE set it appends one JSON line per invocation
+(``{"pid", "start", "end", "records": [[MessageGroupId, n], ...]}``, times from time.time(),
+``n`` the index in the message body when there is one) for the benchmark to measure overlap
+and check the order within each message group. ``latency`` (Kafka events) appends, per
+invocation, ``{"pid", "now", "records": [[timestamp, latency], ...]}`` to RECORD_FILE: ``now``
+is time.time() in ms when the handler started, ``timestamp`` each record's Kafka timestamp (ms)
+and ``latency`` = now - timestamp, in ms.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Any
 
 
 def noop(event: Any, context: Any) -> None:
     return None
+
+
+def _record_key(record: dict[str, Any]) -> list[Any]:
+    try:
+        n = json.loads(record["body"]).get("n")
+    except (ValueError, AttributeError):
+        n = None
+    return [record.get("attributes", {}).get("MessageGroupId"), n]
+
+
+def _append_line(path: str, line: str) -> None:
+    # One write(2) on an O_APPEND descriptor: lines from concurrent invocations and worker
+    # processes do not interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def sleep_10ms(event: Any, context: Any) -> None:
+    start = time.time()
+    time.sleep(0.01)
+    end = time.time()
+    path = os.environ.get("RECORD_FILE")
+    if not path:
+        return
+    line = json.dumps(
+        {
+            "pid": os.getpid(),
+            "start": start,
+            "end": end,
+            "records": [_record_key(r) for r in event.get("Records", ())],
+        },
+        separators=(",", ":"),
+    )
+    _append_line(path, line)
+
+
+def latency(event: Any, context: Any) -> None:
+    now = time.time() * 1000
+    path = os.environ.get("RECORD_FILE")
+    if not path:
+        return
+    records = [
+        [r["timestamp"], round(now - r["timestamp"], 3)]
+        for part in event.get("records", {}).values()
+        for r in part
+    ]
+    line = json.dumps(
+        {"pid": os.getpid(), "now": round(now, 3), "records": records}, separators=(",", ":")
+    )
+    _append_line(path, line)

@@ -64,3 +64,100 @@ def test_bench_sqs_smoke(aws_endpoint: str) -> None:
     assert [r["exit_code"] for r in runtime_runs] == [0]
     assert [r["deleted_metric"] for r in runtime_runs] == [300]
     assert elapsed < LIMIT_SECONDS
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_sqs_fifo_smoke(aws_endpoint: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.perf.bench_sqs_fifo",
+            "--messages",
+            "60",
+            "--groups",
+            "1,3",
+            "--workers",
+            "1",
+            "--endpoint",
+            aws_endpoint,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_SECONDS,
+    )
+    elapsed = time.monotonic() - started
+    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, output
+    result = _result(proc.stdout)
+    assert result["ok"] is True
+    assert result["messages"] == 60
+    assert result["groups"] == [1, 3]
+    assert result["workers"] == 1
+    runs = result["runs"]
+    assert [r["groups"] for r in runs] == [1, 3]
+    assert [r["ceiling"] for r in runs] == [1, 3]
+    for r in runs:
+        assert r["msgs_per_s"] > 0, output
+        assert r["bound_msgs_per_s"] > 0
+        assert r["concurrency_avg"] > 0, output
+        assert 1 <= r["concurrency_max"] <= r["ceiling"], output
+        assert 0 < r["ratio"] <= 1, output
+        assert r["order_problems"] == [], output
+        assert r["deleted_metric"] == 60
+        assert r["exit_code"] == 0
+    assert elapsed < LIMIT_SECONDS
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_kafka_smoke(kafka_bootstrap: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.perf.bench_kafka",
+            "--records",
+            "2000",
+            "--duration",
+            "3",
+            "--rate",
+            "200",
+            "--workers",
+            "1",
+            "--bootstrap",
+            kafka_bootstrap,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_SECONDS,
+    )
+    elapsed = time.monotonic() - started
+    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, output
+    result = _result(proc.stdout)
+    assert result["ok"] is True
+    assert result["records"] == 2000
+    assert result["workers"] == 1
+    for key in (
+        "runtime_records_per_s",
+        "raw_records_per_s",
+        "raw_format_records_per_s",
+        "ratio",
+    ):
+        assert result[key] > 0, (key, output)
+    assert result["runtime"]["committed_metric"] == 2000
+    assert result["runtime"]["exit_code"] == 0
+    assert result["raw"]["records"] == result["raw_format"]["records"] == 2000
+    latency = result["latency"]
+    assert latency["produced"] == 600
+    assert latency["measured"] > 0
+    assert latency["exit_code"] == 0
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"], output
+    assert 0 < result["raw_latency"]["p50_ms"] <= result["raw_latency"]["max_ms"], output
+    assert elapsed < LIMIT_SECONDS

@@ -1,0 +1,371 @@
+"""Pieces shared by the benchmarks in tests/perf: /proc readings, queue fills, the runtime as a
+process tree, waiting for a queue to drain, and the emulator.
+
+Nothing here prints or parses arguments; each benchmark keeps its own CLI and output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.aws import CREDENTIALS, REGION, Queue
+from tests.support.emulator import REPO, Ministack, free_port
+
+BODY_BYTES = 100
+VISIBILITY_TIMEOUT = 60
+BATCH_SIZE = 10
+POLL_SECONDS = 0.2
+IDLE_SECONDS = 2.0
+NOISE_CORES = 0.15  # other processes' average core use above which a run is flagged
+MIB = 1024 * 1024
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A phase failed: the figures of this run mean nothing."""
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores; /proc/stat, not idle nor iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {**{name: cpu_seconds(pid) for name, pid in pids.items()}, "": busy_cpu_seconds()}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds of each process between two snapshots, and ``other`` for everything else.
+
+    ``other`` is the machine's busy time less the processes named: other work on the machine
+    (other test sessions, say) that competes for the cores. Large values make a run suspect.
+    """
+    out = {name: round(after[name] - t, 3) for name, t in before.items() if name}
+    out["other"] = round(after[""] - before[""] - sum(out.values()), 3)
+    return out
+
+
+def cpu_text(cpu: dict[str, float], seconds: float) -> str:
+    """``name seconds, ...`` with a NOISY flag when other processes competed for the cores."""
+    text = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+    other = cpu.get("other", 0.0) / seconds if seconds > 0 else 0.0
+    if other > NOISE_CORES:
+        text += f"  <- NOISY: other processes used {other:.2f} cores on average"
+    return text
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def make_body(i: int) -> str:
+    """A JSON body of exactly BODY_BYTES bytes."""
+    head = f'{{"n":{i},"pad":"'
+    return head + "x" * (BODY_BYTES - len(head) - 2) + '"}'
+
+
+def send_entries(queue: Queue, entries: list[dict[str, Any]]) -> None:
+    """One SendMessageBatch (up to 10 entries), resending the entries that failed."""
+    for attempt in range(5):
+        resp = queue.sqs.send_message_batch(QueueUrl=queue.url, Entries=entries)
+        failed = {f["Id"] for f in resp.get("Failed") or ()}
+        if not failed:
+            return
+        entries = [e for e in entries if e["Id"] in failed]
+        time.sleep(0.1 * (attempt + 1))
+    raise BenchError(f"SendMessageBatch kept failing for {len(entries)} messages")
+
+
+def wait_filled(queue: Queue, n: int, timeout: float = 60.0) -> None:
+    """Wait until the queue reports exactly n visible messages and none in flight."""
+    deadline = time.monotonic() + timeout
+    while (counts := queue.counts()) != (n, 0):
+        if time.monotonic() > deadline:
+            raise BenchError(f"queue {queue.name} holds {counts} messages after the fill, not {n}")
+        time.sleep(0.1)
+
+
+def fill(queue: Queue, n: int, threads: int) -> float:
+    """Send n messages with SendMessageBatch from several threads; return the seconds it took."""
+    started = time.perf_counter()
+
+    def send(first: int) -> None:
+        send_entries(
+            queue,
+            [{"Id": str(i), "MessageBody": make_body(i)} for i in range(first, min(first + 10, n))],
+        )
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fill") as pool:
+        list(pool.map(send, range(0, n, 10)))
+    wait_filled(queue, n)
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def temporary_queue(sqs: Any, prefix: str, **create: Any) -> Iterator[Queue]:
+    """``Queue.create(sqs, prefix, **create)``, deleted on the way out."""
+    queue = Queue.create(sqs, prefix, **create)
+    try:
+        yield queue
+    finally:
+        with contextlib.suppress(Exception):
+            sqs.delete_queue(QueueUrl=queue.url)
+
+
+# --------------------------------------------------------------------------- the runtime
+
+
+class Runtime:
+    """``python -m runtime run`` as a process tree, with its log in the work directory."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        tag: str,
+        config: dict[str, Any],
+        endpoint: str,
+        workers: int,
+        extra_env: dict[str, str],
+    ) -> None:
+        self.config_path = workdir / f"runtime-{tag}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_path = workdir / f"runtime-{tag}.log"
+        self.port = free_port()
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ESM_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        self.env.update(
+            ESM_AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID=CREDENTIALS["aws_access_key_id"],
+            AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"],
+            AWS_REGION=REGION,
+            ESM_HTTP_HOST="127.0.0.1",
+            ESM_HTTP_PORT=str(self.port),
+            ESM_WORKERS=str(workers),
+            ESM_LOG_LEVEL="WARNING",
+        )
+        self.env.update(extra_env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime", "run", str(self.config_path)],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        return child_pids(self.pid)
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise BenchError(
+                f"runtime exited with {self.proc.returncode}; log tail:\n{self.log_tail()}"
+            )
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
+
+    def wait_ready(self, timeout: float) -> float:
+        """Poll /readyz every 50 ms; return the perf_counter time it first answered 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            with contextlib.suppress(OSError):
+                if self.get("/readyz")[0] == 200:
+                    return time.perf_counter()
+            if time.monotonic() > deadline:
+                raise BenchError(f"runtime not ready after {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample summed over its labels, by sample name."""
+        status, text = self.get("/metrics")
+        if status != 200:
+            raise BenchError(f"/metrics answered {status}")
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise BenchError(f"runtime still running {timeout:.0f}s after SIGTERM") from None
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for pid in [*self.worker_pids(), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def single_mapping_config(
+    queue_arn: str, handler: str, concurrency: int, batch_size: int = BATCH_SIZE
+) -> dict[str, Any]:
+    """One function ``bench`` running ``handler``, one mapping on the queue."""
+    return {
+        "functions": {"bench": {"Handler": handler, "Timeout": 30}},
+        "eventSourceMappings": [
+            {
+                "FunctionName": "bench",
+                "EventSourceArn": queue_arn,
+                "BatchSize": batch_size,
+                "ScalingConfig": {"MaximumConcurrency": concurrency},
+            }
+        ],
+    }
+
+
+def wait_drained(
+    queue: Queue,
+    rt: Runtime,
+    n: int,
+    timeout: float,
+    stall_timeout: float,
+    on_poll: Callable[[float], None] | None = None,
+) -> float:
+    """Poll every 0.2 s until the queue is empty and the runtime counted N deletes.
+
+    Returns the perf_counter time of the first poll that saw both. Fails after ``timeout``, or
+    after ``stall_timeout`` without any progress. ``on_poll`` sees each poll's perf_counter time.
+    """
+    started = time.monotonic()
+    last_progress, last_total, deleted = started, -1, -1.0
+    next_poll = time.perf_counter()
+    while True:
+        rt.check_alive()
+        polled_at = time.perf_counter()
+        if on_poll is not None:
+            on_poll(polled_at)
+        total = queue.total()
+        if total == 0:
+            deleted = rt.metrics().get("lambda_deleted_events_total", 0.0)
+            if deleted >= n:
+                if deleted > n:
+                    print(f"  note: lambda_deleted_events_total is {deleted:g} > {n}")
+                return polled_at
+        now = time.monotonic()
+        if total != last_total:
+            last_total, last_progress = total, now
+        if now - started > timeout or now - last_progress > stall_timeout:
+            raise BenchError(
+                f"runtime did not drain the queue: {total} messages left, "
+                f"lambda_deleted_events_total={deleted:g} after {now - started:.0f}s\n"
+                f"{rt.log_tail()}"
+            )
+        next_poll += POLL_SECONDS
+        time.sleep(max(0.0, next_poll - time.perf_counter()))
+
+
+# --------------------------------------------------------------------------- driver helpers
+
+
+@contextlib.contextmanager
+def emulator(endpoint: str | None, workdir: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """(endpoint, processes to watch): the one given, or a ministack started (and stopped) here.
+
+    The watched processes are the emulator's, so its CPU time is reported with the runtime's.
+    """
+    if endpoint:
+        yield endpoint, {}
+        return
+    emu = Ministack(workdir)
+    try:
+        emu.start()
+        extra_pids: dict[str, int] = {}
+        proc = getattr(emu, "_proc", None)
+        if isinstance(proc, subprocess.Popen):
+            extra_pids["emulator"] = proc.pid
+        yield emu.endpoint, extra_pids
+    finally:
+        emu.stop()
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict; raises ValueError on anything else."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--runtime-env wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def result_line(summary: dict[str, Any]) -> str:
+    return "RESULT " + json.dumps(summary, separators=(",", ":"))
