@@ -54,8 +54,9 @@ def test_scales_up_from_five_while_messages_are_available(sqs, runtime_factory, 
 def test_function_errors_back_off_but_partial_failures_do_not(sqs, runtime_factory, record_file):
     failing = Queue.create(sqs, "errors", visibility_timeout=2)
     partial = Queue.create(sqs, "partial", visibility_timeout=2)
-    failing.send({"raise": "boom"} for _ in range(200))
-    partial.send({"report": True} for _ in range(200))
+    # Each batch takes 0.1 s, so the backlog lasts long enough for several scaling intervals.
+    failing.send({"raise": "boom", "sleep": 0.1} for _ in range(400))
+    partial.send({"report": True, "sleep": 0.1} for _ in range(400))
     config = {
         "functions": {
             "fn": {
