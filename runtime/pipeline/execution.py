@@ -195,6 +195,14 @@ class BatchExecution:
         """
         event = self._source.build_event(records)
         unit = self._source.unit_of(records)
+        coordinates = {
+            "unit": unit,
+            "condition": condition,
+            "records": len(records),
+            "approximate_invoke_count": attempt.invocations,
+            "first": str(records[0].item_id),
+            "last": str(records[-1].item_id),
+        }
         if self._destination is not None and self._record_builder is not None:
             key, info = self._source.batch_info(records, event_size(event))
             record = self._record_builder(
@@ -220,11 +228,9 @@ class BatchExecution:
                     self._metrics.destination_delivery_failures.inc()
                     self._log.error(
                         "on-failure destination failed; holding the lane and retrying",
-                        unit=unit,
-                        condition=condition,
-                        records=len(records),
                         error=str(exc)[:500],
                         retry_in=delay,
+                        **coordinates,
                     )
                     if self._stopping():
                         return False
@@ -232,24 +238,13 @@ class BatchExecution:
                     delay = min(delay * 2, _DESTINATION_BACKOFF[1])
             self._metrics.onfailure_delivered.inc(len(records))
             self._log.warning(
-                "batch given up and sent to the on-failure destination",
-                unit=unit,
-                condition=condition,
-                records=len(records),
-                approximate_invoke_count=attempt.invocations,
-                first=str(records[0].item_id),
-                last=str(records[-1].item_id),
+                "batch given up and sent to the on-failure destination", **coordinates
             )
         else:
             self._metrics.dropped.inc(len(records))
             self._log.error(
                 "batch given up without an on-failure destination: records dropped",
-                unit=unit,
-                condition=condition,
-                records=len(records),
-                approximate_invoke_count=attempt.invocations,
-                first=str(records[0].item_id),
-                last=str(records[-1].item_id),
+                **coordinates,
             )
         self._ack_counter.inc(await self._source.complete(records, []))
         return True

@@ -59,27 +59,22 @@ class Queue:
 
     def send(self, bodies: Iterable[Any], per_call: int = 10, **extra: Any) -> list[str]:
         """Send bodies (dicts are JSON-encoded); return message ids in order."""
-        ids: list[str] = []
-        batch: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            resp = self.sqs.send_message_batch(QueueUrl=self.url, Entries=batch)
-            assert not resp.get("Failed"), resp.get("Failed")
-            by_id = {e["Id"]: e["MessageId"] for e in resp["Successful"]}
-            ids.extend(by_id[e["Id"]] for e in batch)
-            batch.clear()
-
-        for i, body in enumerate(bodies):
-            text = body if isinstance(body, str) else json.dumps(body)
-            batch.append({"Id": str(i), "MessageBody": text, **extra})
-            if len(batch) == per_call:
-                flush()
-        if batch:
-            flush()
-        return ids
+        return self._send_entries(
+            ({"MessageBody": _text(body), **extra} for body in bodies), per_call
+        )
 
     def send_fifo(self, messages: Iterable[tuple[str, Any]]) -> list[str]:
-        """Send (group, body) pairs in order, one call per message group run; return ids."""
+        """Send (group, body) pairs in order; return message ids."""
+        return self._send_entries(
+            {
+                "MessageBody": _text(body),
+                "MessageGroupId": group,
+                "MessageDeduplicationId": uuid.uuid4().hex,
+            }
+            for group, body in messages
+        )
+
+    def _send_entries(self, entries: Iterable[dict[str, Any]], per_call: int = 10) -> list[str]:
         ids: list[str] = []
         batch: list[dict[str, Any]] = []
 
@@ -90,16 +85,9 @@ class Queue:
             ids.extend(by_id[e["Id"]] for e in batch)
             batch.clear()
 
-        for i, (group, body) in enumerate(messages):
-            batch.append(
-                {
-                    "Id": str(i),
-                    "MessageBody": body if isinstance(body, str) else json.dumps(body),
-                    "MessageGroupId": group,
-                    "MessageDeduplicationId": uuid.uuid4().hex,
-                }
-            )
-            if len(batch) == 10:
+        for i, entry in enumerate(entries):
+            batch.append({"Id": str(i), **entry})
+            if len(batch) == per_call:
                 flush()
         if batch:
             flush()
@@ -137,6 +125,10 @@ class Queue:
                 if time.monotonic() > deadline:
                     return out
                 time.sleep(0.1)
+
+
+def _text(body: Any) -> str:
+    return body if isinstance(body, str) else json.dumps(body)
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
