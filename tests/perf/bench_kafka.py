@@ -47,6 +47,17 @@ B. Latency (produce to handler). A fresh topic of 8 partitions; the runtime runs
    broker and librdkafka allow. Timestamps have millisecond resolution, so each latency reads
    up to 1 ms high.
 
+C. With ``--filter-share``, after A and B: A1 twice more, each on a fresh topic of 8 partitions
+   holding N records whose values are 1 KB of JSON
+   (``{"a": "x", "b": 42, "c": "abcdef", "n": i, "pad": "xx..."}``; both topics are filled
+   before either run): once without FilterCriteria and once with
+   ``{"value": {"a": ["x"], "b": [{"numeric": [">", 10]}], "c": [{"prefix": "ab"}]}}``, which
+   every record matches, so the handler does the same work. The workers' CPU seconds in each
+   window give CPU µs per record without and with filtering and the share of the runtime's CPU
+   spent filtering, (with - without) / with; ``RecordFilter`` timed in this process on the same
+   kind of records (decode + match) cross-checks the difference. FilteredOutEventCount must stay
+   0. The figures go under ``filter_share`` in the RESULT. A and B keep their 100 B records.
+
 CPU seconds of each process (supervisor, workers, this process, the broker when started here,
 ``other`` for the rest of the machine) are read from /proc over each timed window.
 
@@ -78,17 +89,26 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime.config.sources import SourceKind
 from tests.perf.common import (
     BODY_BYTES,
+    FILTER_BODY_BYTES,
     POLL_SECONDS,
     BenchError,
     Runtime,
     cpu_delta,
     cpu_snapshot,
     cpu_text,
+    filter_body,
+    filter_pattern,
+    filter_share_figures,
+    filter_share_run,
+    inprocess_filter_cost,
     make_body,
     parse_env,
+    print_filter_share,
     result_line,
+    with_filter,
 )
 from tests.support.emulator import Tansu
 
@@ -108,6 +128,9 @@ EXTRA_CONSUMER_CONFIG: dict[str, Any] = {"fetch.queue.backoff.ms": 10}
 # No AWS service is used; the runtime still wants an endpoint for its (unused) AWS clients.
 UNUSED_AWS_ENDPOINT = "http://127.0.0.1:9"
 ASSIGN_TIMEOUT = 60.0
+# Records the runtime's consumer thread hands to the pipeline at a time (at most), as the
+# in-process filter cross-check splits them.
+KAFKA_DELIVERY_BATCH = 1000
 
 
 # --------------------------------------------------------------------------- broker and topics
@@ -150,8 +173,11 @@ def accepted_extra_config(bootstrap: str) -> dict[str, Any]:
     return dict(EXTRA_CONSUMER_CONFIG)
 
 
-def fill_topic(bootstrap: str, topic: str, n: int) -> float:
-    """Produce n records of BODY_BYTES round-robin over the partitions; return the seconds."""
+def fill_topic(
+    bootstrap: str, topic: str, n: int, value: Callable[[int], str] = make_body
+) -> float:
+    """Produce n records (``value(i)``, make_body's BODY_BYTES by default) round-robin over the
+    partitions; return the seconds."""
     started = time.perf_counter()
     failed: list[str] = []
 
@@ -168,10 +194,10 @@ def fill_topic(bootstrap: str, topic: str, n: int) -> float:
         }
     )
     for i in range(n):
-        value = make_body(i).encode()
+        data = value(i).encode()
         while True:
             try:
-                p.produce(topic, value=value, partition=i % PARTITIONS, on_delivery=delivered)
+                p.produce(topic, value=data, partition=i % PARTITIONS, on_delivery=delivered)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -396,10 +422,21 @@ def steady_rate(samples: list[tuple[float, float]], n: int) -> float:
 
 
 def run_runtime_throughput(ctx: Context, topic: str) -> RuntimeRun:
+    return _runtime_throughput(ctx, topic, "throughput")[0]
+
+
+def _runtime_throughput(
+    ctx: Context, topic: str, tag: str, pattern: str | None = None
+) -> tuple[RuntimeRun, dict[str, float], float]:
+    """A1 on ``topic``, with FilterCriteria ``pattern`` when given: the result, the runtime's
+    metrics at the end of the window and the records it had polled at the window's first
+    poll (consumed before the window, at most)."""
     a = ctx.args
     n = a.records
     config = kafka_config(ctx.bootstrap, topic, NOOP_HANDLER, a.batch_size, fresh_group("rt"))
-    rt = Runtime(ctx.workdir, "throughput", config, UNUSED_AWS_ENDPOINT, a.workers, ctx.env)
+    if pattern is not None:
+        config = with_filter(config, pattern)
+    rt = Runtime(ctx.workdir, tag, config, UNUSED_AWS_ENDPOINT, a.workers, ctx.env)
     launched = time.perf_counter()
     rt.start()
     try:
@@ -407,6 +444,7 @@ def run_runtime_throughput(ctx: Context, topic: str) -> RuntimeRun:
         watched = watched_pids(rt, ctx.extra_pids)
         cpu0 = cpu_snapshot(watched)
         samples: list[tuple[float, float]] = []
+        polled_first: float | None = None
         t_first: float | None = None
         t_invoked: float | None = None
         last_progress, last_count = time.monotonic(), -1.0
@@ -417,6 +455,8 @@ def run_runtime_throughput(ctx: Context, topic: str) -> RuntimeRun:
             m = rt.metrics()
             committed = m.get("lambda_committed_events_total", 0.0)
             samples.append((polled_at, committed))
+            if polled_first is None:
+                polled_first = m.get("lambda_polled_events_total", 0.0)
             if t_first is None and m.get("lambda_polled_events_total", 0.0) > 0:
                 t_first = polled_at
             if t_invoked is None and m.get("lambda_invoked_events_total", 0.0) >= n:
@@ -440,10 +480,10 @@ def run_runtime_throughput(ctx: Context, topic: str) -> RuntimeRun:
     except BaseException:
         rt.kill()
         raise
-    assert t_first is not None
+    assert t_first is not None and polled_first is not None
     seconds = t_done - t_ready
     no_join = t_done - t_first
-    return RuntimeRun(
+    result = RuntimeRun(
         seconds=round(seconds, 3),
         records_per_s=round(n / seconds, 1),
         seconds_no_join=round(no_join, 3),
@@ -460,6 +500,7 @@ def run_runtime_throughput(ctx: Context, topic: str) -> RuntimeRun:
         exit_code=code,
         cpu_seconds=cpu,
     )
+    return result, m, polled_first
 
 
 # --------------------------------------------------------------------------- A2, A3: raw loops
@@ -779,6 +820,54 @@ def run_raw_latency(ctx: Context, warmup: float) -> LatencyRun:
     )
 
 
+# --------------------------------------------------------------------------- filter share
+
+
+def kafka_payloads(count: int) -> list[dict[str, Any]]:
+    """Records as the Kafka source builds them (:func:`kafka_record` of a consumed message:
+    no key, no headers, CREATE_TIME) with :func:`filter_body` values, for the in-process
+    cross-check."""
+    from runtime.sources.kafka_records import kafka_record
+
+    return [
+        kafka_record(
+            "bench-fs",
+            i % PARTITIONS,
+            i,
+            (1, 1_700_000_000_000 + i),
+            None,
+            filter_body(i).encode(),
+            None,
+        )
+        for i in range(count)
+    ]
+
+
+def run_filter_share(ctx: Context) -> dict[str, Any]:
+    """A1 twice on fresh topics of FILTER_BODY_BYTES JSON values (both filled first), without
+    and with a pattern every record matches; the ``filter_share`` figures."""
+    n = ctx.args.records
+    pattern = filter_pattern("value")
+    topics: dict[str, str] = {}
+    for key in ("without", "with"):
+        topics[key] = create_topic(ctx.bootstrap, PARTITIONS, f"bench-fs-{key}")
+        fill_s = fill_topic(ctx.bootstrap, topics[key], n, filter_body)
+        print(
+            f"filled {topics[key]}: {n} records of {FILTER_BODY_BYTES} B in {fill_s:.2f} s "
+            f"({n / fill_s:.0f} rec/s)",
+            flush=True,
+        )
+    runs: dict[str, dict[str, Any]] = {}
+    for key, with_pattern in (("without", None), ("with", pattern)):
+        r, m, before = _runtime_throughput(ctx, topics[key], f"fs-{key}", with_pattern)
+        print(f"[filter share, {key} filter]\n{describe_runtime(r)}", flush=True)
+        runs[key] = filter_share_run(n, int(before), r.seconds, r.cpu_seconds, m)
+    inprocess = inprocess_filter_cost(
+        SourceKind.KAFKA, kafka_payloads(1000), pattern, KAFKA_DELIVERY_BATCH
+    )
+    return filter_share_figures(n, pattern, runs["without"], runs["with"], inprocess)
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -962,6 +1051,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra environment for the runtime (experiments; repeatable)",
     )
+    p.add_argument(
+        "--filter-share",
+        action="store_true",
+        help="also run A1 without and with a FilterCriteria pattern every record matches, on "
+        "1 KB JSON values, and report the share of worker CPU spent filtering",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, records)")
     return p
 
@@ -1005,7 +1100,8 @@ def _run(
         print(
             f"bench_kafka: N={args.records} workers={args.workers} batch_size={args.batch_size} "
             f"rate={args.rate:g} duration={args.duration:g} warmup={warmup:g} "
-            f"bootstrap={bootstrap} workdir={workdir}",
+            f"bootstrap={bootstrap} workdir={workdir}"
+            + (" filter-share" if args.filter_share else ""),
             flush=True,
         )
         if not extra:
@@ -1029,7 +1125,11 @@ def _run(
         raw_lat = run_raw_latency(ctx, warmup)
         print(describe_latency(raw_lat), flush=True)
         summary = summarize(ctx, fill_s, rt, raw, fmt, lat, raw_lat)
+        if args.filter_share:
+            summary["filter_share"] = run_filter_share(ctx)
         print_summary(summary)
+        if args.filter_share:
+            print_filter_share(summary["filter_share"], "record")
         print(result_line(summary), flush=True)
         return True
     except BenchError as exc:

@@ -15,6 +15,16 @@ B. baseline: in this process, on uvloop, --concurrency coroutines sharing one ai
    client, each looping ReceiveMessage(10, WaitTimeSeconds=1) then DeleteMessageBatch, timed
    from the first receive until the N-th message is deleted.
 
+With ``--filter-share``, after those rounds, phase A runs twice more, each on a fresh queue of N
+JSON bodies of 1 KB (``{"a": "x", "b": 42, "c": "abcdef", "n": i, "pad": "xx..."}``): once
+without FilterCriteria and once with
+``{"body": {"a": ["x"], "b": [{"numeric": [">", 10]}], "c": [{"prefix": "ab"}]}}``, which every
+message matches, so the handler does the same work. The workers' CPU seconds in each window give
+CPU µs per message without and with filtering and the share of the runtime's CPU spent filtering,
+(with - without) / with; ``RecordFilter`` timed in this process on the same kind of records
+(decode + match) cross-checks the difference. FilteredOutEventCount must stay 0. The figures go
+under ``filter_share`` in the RESULT.
+
 The emulator is noisy, so ``--repeat K`` alternates A and B K times and reports medians. The
 exit code is 0 whatever the ratio (this is a measurement, not an assertion) and 1 when a phase
 failed: messages left after the timeout, the runtime dying or not exiting 0 on SIGTERM. The last
@@ -26,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +53,8 @@ import uvloop
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from runtime.config.sources import SourceKind
+from runtime.sources.sqs import lambda_record
 from tests.perf.common import (
     BATCH_SIZE,
     BODY_BYTES,
@@ -55,12 +68,20 @@ from tests.perf.common import (
     cpu_text,
     emulator,
     fill,
+    filter_body,
+    filter_pattern,
+    filter_share_figures,
+    filter_share_run,
+    inprocess_filter_cost,
+    make_body,
     parse_env,
+    print_filter_share,
     result_line,
     rss_bytes,
     single_mapping_config,
     temporary_queue,
     wait_drained,
+    with_filter,
 )
 from tests.support.aws import CREDENTIALS, REGION, Queue, client
 
@@ -74,9 +95,11 @@ HANDLER = "tests.perf.handlers.noop"
 
 
 @contextlib.contextmanager
-def fresh_queue(sqs: Any, tag: str, n: int, threads: int) -> Iterator[tuple[Queue, float]]:
+def fresh_queue(
+    sqs: Any, tag: str, n: int, threads: int, body: Callable[[int], str] = make_body
+) -> Iterator[tuple[Queue, float]]:
     with temporary_queue(sqs, f"bench-{tag}", visibility_timeout=VISIBILITY_TIMEOUT) as queue:
-        yield queue, fill(queue, n, threads)
+        yield queue, fill(queue, n, threads, body)
 
 
 # --------------------------------------------------------------------------- results
@@ -118,17 +141,26 @@ def runtime_config(queue_arn: str, concurrency: int) -> dict[str, Any]:
 
 
 def run_runtime(ctx: Context, round_no: int) -> RunResult:
+    return _runtime_phase(ctx, round_no, f"{round_no}", "rt")[0]
+
+
+def _runtime_phase(
+    ctx: Context,
+    round_no: int,
+    tag: str,
+    queue_tag: str,
+    body: Callable[[int], str] = make_body,
+    pattern: str | None = None,
+) -> tuple[RunResult, dict[str, float]]:
+    """Phase A on a fresh queue of ``body(i)`` messages, with FilterCriteria ``pattern`` when
+    given; the result and the runtime's metrics at the end of the timed window."""
     a = ctx.args
     n = a.messages
-    with fresh_queue(ctx.sqs, "rt", n, a.fill_threads) as (queue, fill_s):
-        rt = Runtime(
-            ctx.workdir,
-            f"{round_no}",
-            runtime_config(queue.arn, a.concurrency),
-            ctx.endpoint,
-            a.workers,
-            ctx.runtime_env,
-        )
+    with fresh_queue(ctx.sqs, queue_tag, n, a.fill_threads, body) as (queue, fill_s):
+        config = runtime_config(queue.arn, a.concurrency)
+        if pattern is not None:
+            config = with_filter(config, pattern)
+        rt = Runtime(ctx.workdir, tag, config, ctx.endpoint, a.workers, ctx.runtime_env)
         launched = time.perf_counter()
         rt.start()
         try:
@@ -159,7 +191,7 @@ def run_runtime(ctx: Context, round_no: int) -> RunResult:
         if code != 0:
             raise BenchError(f"runtime exited with {code} after SIGTERM:\n{rt.log_tail()}")
         seconds = t_done - t_ready
-        return RunResult(
+        result = RunResult(
             phase="runtime",
             round=round_no,
             seconds=round(seconds, 3),
@@ -178,6 +210,7 @@ def run_runtime(ctx: Context, round_no: int) -> RunResult:
             rss_workers_mib=[round(r, 1) for r in rss_workers],
             exit_code=code,
         )
+        return result, m
 
 
 # --------------------------------------------------------------------------- phase B: baseline
@@ -287,6 +320,47 @@ def run_baseline(ctx: Context, round_no: int) -> RunResult:
         empty_receives=stats.empty_receives,
         delete_failures=stats.delete_failures,
     )
+
+
+# --------------------------------------------------------------------------- filter share
+
+
+def sqs_payloads(count: int) -> list[dict[str, Any]]:
+    """Records as the SQS source builds them (:func:`runtime.sources.sqs.lambda_record` of a
+    ReceiveMessage message) with :func:`filter_body` bodies, for the in-process cross-check."""
+    arn = f"arn:aws:sqs:{REGION}:000000000000:bench-fs"
+    out = []
+    for i in range(count):
+        body = filter_body(i)
+        message = {
+            "MessageId": f"00000000-0000-4000-8000-{i:012d}",
+            "ReceiptHandle": f"AQEB{i:012d}" + "r" * 160,
+            "Body": body,
+            "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),
+            "Attributes": {
+                "SenderId": "000000000000",
+                "SentTimestamp": "1700000000000",
+                "ApproximateReceiveCount": "1",
+                "ApproximateFirstReceiveTimestamp": "1700000000001",
+            },
+        }
+        out.append(lambda_record(message, arn, REGION))
+    return out
+
+
+def run_filter_share(ctx: Context) -> dict[str, Any]:
+    """Phase A twice on fresh queues of FILTER_BODY_BYTES JSON bodies, without and with a
+    pattern every message matches; the ``filter_share`` figures."""
+    n = ctx.args.messages
+    pattern = filter_pattern("body")
+    runs: dict[str, dict[str, Any]] = {}
+    for key, with_pattern in (("without", None), ("with", pattern)):
+        r, m = _runtime_phase(ctx, 0, f"fs-{key}", f"fs-{key}", filter_body, with_pattern)
+        print(f"[filter share, {key} filter] {describe(r)}", flush=True)
+        before = n - (r.remaining_at_ready or 0)
+        runs[key] = filter_share_run(n, before, r.seconds, r.cpu_seconds, m)
+    inprocess = inprocess_filter_cost(SourceKind.SQS, sqs_payloads(1000), pattern, BATCH_SIZE)
+    return filter_share_figures(n, pattern, runs["without"], runs["with"], inprocess)
 
 
 # --------------------------------------------------------------------------- driver
@@ -407,6 +481,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra environment for the runtime (experiments; repeatable)",
     )
+    p.add_argument(
+        "--filter-share",
+        action="store_true",
+        help="also run phase A without and with a FilterCriteria pattern every message "
+        "matches, on 1 KB JSON bodies, and report the share of worker CPU spent filtering",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     return p
 
@@ -450,7 +530,8 @@ def _run(
             phases.reverse()
         print(
             f"bench_sqs: N={args.messages} concurrency={args.concurrency} workers={args.workers} "
-            f"order={args.order} repeat={args.repeat} endpoint={endpoint} workdir={workdir}",
+            f"order={args.order} repeat={args.repeat} endpoint={endpoint} workdir={workdir}"
+            + (" filter-share" if args.filter_share else ""),
             flush=True,
         )
         runs: list[RunResult] = []
@@ -461,7 +542,11 @@ def _run(
                 runs.append(r)
                 print(f"[{round_no}/{args.repeat}] {describe(r)}", flush=True)
         summary = summarize(args, endpoint, runs)
+        if args.filter_share:
+            summary["filter_share"] = run_filter_share(ctx)
         print_summary(summary)
+        if args.filter_share:
+            print_filter_share(summary["filter_share"], "message")
         print(result_line(summary), flush=True)
         return True
     except BenchError as exc:

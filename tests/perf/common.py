@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -23,6 +24,9 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime.config.sources import SourceKind
+from runtime.pipeline.filtering import RecordFilter
+from runtime.pipeline.records import Record
 from tests.support.aws import CREDENTIALS, REGION, Queue
 from tests.support.emulator import REPO, Ministack, free_port
 
@@ -128,14 +132,15 @@ def wait_filled(queue: Queue, n: int, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def fill(queue: Queue, n: int, threads: int) -> float:
-    """Send n messages with SendMessageBatch from several threads; return the seconds it took."""
+def fill(queue: Queue, n: int, threads: int, body: Callable[[int], str] = make_body) -> float:
+    """Send n messages (``body(i)``, make_body by default) with SendMessageBatch from several
+    threads; return the seconds it took."""
     started = time.perf_counter()
 
     def send(first: int) -> None:
         send_entries(
             queue,
-            [{"Id": str(i), "MessageBody": make_body(i)} for i in range(first, min(first + 10, n))],
+            [{"Id": str(i), "MessageBody": body(i)} for i in range(first, min(first + 10, n))],
         )
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fill") as pool:
@@ -330,6 +335,167 @@ def wait_drained(
             )
         next_poll += POLL_SECONDS
         time.sleep(max(0.0, next_poll - time.perf_counter()))
+
+
+# --------------------------------------------------------------------------- filter share
+#
+# ``--filter-share`` of bench_sqs and bench_kafka: the runtime phase twice on identical fresh
+# queues/topics of FILTER_BODY_BYTES JSON payloads, without FilterCriteria and with a
+# three-field pattern every record matches (so the handler sees the same records), comparing
+# the workers' CPU seconds; and RecordFilter timed in this process on the same kind of records.
+
+FILTER_BODY_BYTES = 1024
+FILTER_FIELDS: dict[str, Any] = {
+    "a": ["x"],
+    "b": [{"numeric": [">", 10]}],
+    "c": [{"prefix": "ab"}],
+}
+INPROCESS_SECONDS = 0.5  # CPU time per round of the in-process cross-check
+INPROCESS_ROUNDS = 5  # the best round is kept
+
+
+def filter_body(i: int) -> str:
+    """A JSON object of exactly FILTER_BODY_BYTES bytes that the FILTER_FIELDS pattern matches:
+    ``{"a":"x","b":42,"c":"abcdef","n":i,"pad":"xx..."}``."""
+    head = f'{{"a":"x","b":42,"c":"abcdef","n":{i},"pad":"'
+    return head + "x" * (FILTER_BODY_BYTES - len(head) - 2) + '"}'
+
+
+def filter_pattern(data_key: str) -> str:
+    """The FILTER_FIELDS pattern on a source's data key (SQS ``body``, Kafka ``value``)."""
+    return json.dumps({data_key: FILTER_FIELDS}, separators=(",", ":"))
+
+
+def with_filter(config: dict[str, Any], pattern: str) -> dict[str, Any]:
+    """``config`` with ``FilterCriteria: {Filters: [{Pattern: pattern}]}`` on each mapping."""
+    for mapping in config["eventSourceMappings"]:
+        mapping["FilterCriteria"] = {"Filters": [{"Pattern": pattern}]}
+    return config
+
+
+def worker_cpu_seconds(cpu: dict[str, float]) -> float:
+    """The workers' CPU seconds in a :func:`cpu_delta` (keys ``worker0``, ``worker1``...)."""
+    return round(sum(v for k, v in cpu.items() if k.startswith("worker")), 3)
+
+
+def inprocess_filter_cost(
+    kind: SourceKind, payloads: list[dict[str, Any]], pattern: str, chunk: int
+) -> dict[str, Any]:
+    """CPU µs per record of ``RecordFilter.split`` (decode + match, as the pipeline runs it)
+    on these payloads in chunks of ``chunk`` records, in this thread: the best of
+    INPROCESS_ROUNDS rounds of about INPROCESS_SECONDS each. Every record must be kept."""
+    record_filter = RecordFilter(kind, [pattern])
+    records = [Record(payload=p, size=0, item_id=i, ack=None) for i, p in enumerate(payloads)]
+    chunks = [records[i : i + chunk] for i in range(0, len(records), chunk)]
+    kept = sum(len(record_filter.split(c)[0]) for c in chunks)
+    if kept != len(records):
+        raise BenchError(f"in-process: the pattern kept {kept} of {len(records)} records")
+    split = record_filter.split
+    best = math.inf
+    for _ in range(INPROCESS_ROUNDS):
+        done = 0
+        started = time.thread_time()
+        while (used := time.thread_time() - started) < INPROCESS_SECONDS:
+            for c in chunks:
+                split(c)
+            done += len(records)
+        best = min(best, used / done)
+    return {
+        "us_per_record": round(best * 1e6, 3),
+        "records": len(records),
+        "chunk": chunk,
+        "rounds": INPROCESS_ROUNDS,
+        "round_cpu_seconds": INPROCESS_SECONDS,
+    }
+
+
+def filter_share_run(
+    n: int, before: int, seconds: float, cpu: dict[str, float], metrics: dict[str, float]
+) -> dict[str, Any]:
+    """One run of the pair: its worker CPU per record and the counts that say it did the same
+    work. The timed window opens at /readyz, when workers may have handled a few of the n
+    records already (``before``): the CPU per record is over the records of the window."""
+    worker = worker_cpu_seconds(cpu)
+    in_window = n - before
+    if in_window <= 0:
+        raise BenchError("filter share: every record was handled before the timed window")
+    return {
+        "seconds": round(seconds, 3),
+        "records_before_window": before,
+        "records_in_window": in_window,
+        "worker_cpu_seconds": worker,
+        "cpu_us_per_record": round(worker / in_window * 1e6, 2),
+        "invoked_events": metrics.get("lambda_invoked_events_total", 0.0),
+        "invocations": metrics.get("lambda_invocations_total", 0.0),
+        "filtered_out_events": metrics.get("lambda_filtered_out_events_total", 0.0),
+        "cpu_seconds": cpu,
+    }
+
+
+def filter_share_figures(
+    n: int,
+    pattern: str,
+    without: dict[str, Any],
+    with_: dict[str, Any],
+    inprocess: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``filter_share`` part of a RESULT; BenchError when a record was filtered out or
+    not invoked (the two runs then did not do the same work)."""
+    for label, run in (("without", without), ("with", with_)):
+        if run["filtered_out_events"] != 0 or run["invoked_events"] < n:
+            raise BenchError(
+                f"filter share, run {label} filter: {run['filtered_out_events']:g} records "
+                f"filtered out, {run['invoked_events']:g} of {n} invoked"
+            )
+    # Per record of each window (the two windows may hold a few records less than n).
+    us_without = without["worker_cpu_seconds"] / without["records_in_window"] * 1e6
+    us_with = with_["worker_cpu_seconds"] / with_["records_in_window"] * 1e6
+    return {
+        "records": n,
+        "body_bytes": FILTER_BODY_BYTES,
+        "pattern": pattern,
+        "cpu_us_per_record_without": round(us_without, 2),
+        "cpu_us_per_record_with": round(us_with, 2),
+        "cpu_us_per_record_difference": round(us_with - us_without, 2),
+        # (cpu_with - cpu_without) / cpu_with, per record
+        "share": round((us_with - us_without) / us_with, 4) if us_with > 0 else 0.0,
+        "inprocess_us_per_record": inprocess["us_per_record"],
+        "inprocess_share": round(inprocess["us_per_record"] / us_with, 4) if us_with else 0.0,
+        "filtered_out_events": with_["filtered_out_events"],
+        "invoked_events_without": without["invoked_events"],
+        "invoked_events_with": with_["invoked_events"],
+        "without": without,
+        "with": with_,
+        "inprocess": inprocess,
+    }
+
+
+def print_filter_share(fs: dict[str, Any], unit: str) -> None:
+    """The filter-share figures, after a benchmark's own summary."""
+    print()
+    print(
+        f"Filter share: runtime worker CPU, N={fs['records']} {unit}s of "
+        f"{fs['body_bytes']} B JSON, pattern {fs['pattern']}"
+    )
+    for label, key in (("without filter", "without"), ("with filter", "with")):
+        run = fs[key]
+        print(
+            f"  {label:<15} {run['cpu_us_per_record']:9.2f} µs/{unit}  (worker CPU "
+            f"{run['worker_cpu_seconds']:.2f} s for the {run['records_in_window']} {unit}s of "
+            f"the {run['seconds']:.2f} s window; "
+            f"{run['invoked_events']:g} invoked in {run['invocations']:g} invocations, "
+            f"FilteredOutEventCount {run['filtered_out_events']:g})"
+        )
+        print(f"  {'':15} CPU s in window: {cpu_text(run['cpu_seconds'], run['seconds'])}")
+    print(f"  {'difference':<15} {fs['cpu_us_per_record_difference']:9.2f} µs/{unit}")
+    print(
+        f"  share of runtime CPU spent filtering = (with - without) / with = "
+        f"{fs['share'] * 100:.1f} %"
+    )
+    print(
+        f"  in-process RecordFilter (decode + match): {fs['inprocess_us_per_record']:.2f} "
+        f"µs/{unit} = {fs['inprocess_share'] * 100:.1f} % of the filtered run's worker CPU"
+    )
 
 
 # --------------------------------------------------------------------------- driver helpers

@@ -161,3 +161,79 @@ def test_bench_kafka_smoke(kafka_bootstrap: str) -> None:
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"], output
     assert 0 < result["raw_latency"]["p50_ms"] <= result["raw_latency"]["max_ms"], output
     assert elapsed < LIMIT_SECONDS
+
+
+def _check_filter_share(result: dict[str, Any], n: int, output: str) -> None:
+    fs = result["filter_share"]
+    assert fs["records"] == n
+    assert -1 <= fs["share"] <= 1, output
+    assert fs["filtered_out_events"] == 0
+    assert fs["invoked_events_without"] >= n and fs["invoked_events_with"] >= n, output
+    assert fs["cpu_us_per_record_without"] > 0 and fs["cpu_us_per_record_with"] > 0, output
+    assert fs["inprocess_us_per_record"] > 0
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_sqs_filter_share_smoke(aws_endpoint: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.perf.bench_sqs",
+            "--messages",
+            "1000",
+            "--concurrency",
+            "5",
+            "--workers",
+            "1",
+            "--endpoint",
+            aws_endpoint,
+            "--filter-share",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_SECONDS,
+    )
+    elapsed = time.monotonic() - started
+    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, output
+    result = _result(proc.stdout)
+    assert result["ok"] is True
+    _check_filter_share(result, 1000, output)
+    assert elapsed < LIMIT_SECONDS
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_kafka_filter_share_smoke(kafka_bootstrap: str) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.perf.bench_kafka",
+            "--records",
+            "10000",
+            "--duration",
+            "2",
+            "--rate",
+            "200",
+            "--workers",
+            "1",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--filter-share",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_SECONDS,
+    )
+    elapsed = time.monotonic() - started
+    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, output
+    result = _result(proc.stdout)
+    assert result["ok"] is True
+    _check_filter_share(result, 10000, output)
+    assert elapsed < LIMIT_SECONDS
