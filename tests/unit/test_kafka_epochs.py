@@ -125,3 +125,24 @@ def test_commit_moves_only_over_the_completed_prefix() -> None:
         assert tp.offset == 9
 
     asyncio.run(scenario())
+
+
+def test_a_slow_partition_is_paused_alone_and_resumed() -> None:
+    src, _ = source()
+    requests: list[Any] = []
+    src._request = requests.append  # type: ignore[method-assign]
+    src._pause_at, src._resume_at = 10, 5
+
+    async def scenario() -> None:
+        src._assigned([("t", 0, -1001), ("t", 1, -1001)])
+        slow = records(0, range(12))
+        src._deliver(slow + records(1, range(3)))
+        assert src._partitions["t-0"].paused and not src._partitions["t-1"].paused
+        assert len(requests) == 1  # one pause request, for partition 0 only
+        await src.complete(slow[:6], [])
+        assert src._partitions["t-0"].paused  # 6 still pending: above the resume mark
+        await src.complete(slow[6:8], [])
+        assert not src._partitions["t-0"].paused
+        assert len(requests) == 2  # and one resume
+
+    asyncio.run(scenario())
