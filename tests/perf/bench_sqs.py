@@ -36,17 +36,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
-import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import uvloop
@@ -66,7 +63,7 @@ from tests.perf.common import (
     cpu_delta,
     cpu_snapshot,
     cpu_text,
-    emulator,
+    drain,
     fill,
     filter_body,
     filter_pattern,
@@ -74,16 +71,22 @@ from tests.perf.common import (
     filter_share_run,
     inprocess_filter_cost,
     make_body,
-    parse_env,
     print_filter_share,
-    result_line,
     rss_bytes,
     single_mapping_config,
     temporary_queue,
-    wait_drained,
     with_filter,
 )
-from tests.support.aws import CREDENTIALS, REGION, Queue, client
+from tests.perf.driver import (
+    QueueContext,
+    Setup,
+    add_runtime_env_and_keep,
+    add_timeout_options,
+    emulator,
+    result_line,
+    run_main,
+)
+from tests.support.aws import CREDENTIALS, REGION, Queue
 
 Phase = Literal["runtime", "baseline"]
 
@@ -140,12 +143,12 @@ def runtime_config(queue_arn: str, concurrency: int) -> dict[str, Any]:
     return single_mapping_config(queue_arn, HANDLER, concurrency)
 
 
-def run_runtime(ctx: Context, round_no: int) -> RunResult:
+def run_runtime(ctx: QueueContext, round_no: int) -> RunResult:
     return _runtime_phase(ctx, round_no, f"{round_no}", "rt")[0]
 
 
 def _runtime_phase(
-    ctx: Context,
+    ctx: QueueContext,
     round_no: int,
     tag: str,
     queue_tag: str,
@@ -161,46 +164,29 @@ def _runtime_phase(
         if pattern is not None:
             config = with_filter(config, pattern)
         rt = Runtime(ctx.workdir, tag, config, ctx.endpoint, a.workers, ctx.runtime_env)
-        launched = time.perf_counter()
-        rt.start()
-        try:
-            t_ready = rt.wait_ready(60)
-            workers = rt.worker_pids()
-            watched = {
-                "supervisor": rt.pid,
-                **{f"worker{i}": p for i, p in enumerate(workers)},
-                "bench": os.getpid(),
-                **ctx.extra_pids,
-            }
-            cpu0 = cpu_snapshot(watched)
-            remaining_at_ready = queue.total()
-
-            t_done = wait_drained(queue, rt, n, a.timeout, a.stall_timeout)
-            cpu = cpu_delta(cpu0, cpu_snapshot(watched))
-            m = rt.metrics()
-            if rt.worker_pids() != workers:
-                raise BenchError(f"workers changed during the run: {workers} -> {rt.worker_pids()}")
+        with rt.running() as launched:
+            d = drain(rt, queue, n, a.timeout, a.stall_timeout, ctx.extra_pids)
+            if rt.worker_pids() != d.workers:
+                raise BenchError(
+                    f"workers changed during the run: {d.workers} -> {rt.worker_pids()}"
+                )
 
             time.sleep(IDLE_SECONDS)
             rss_sup = rss_bytes(rt.pid) / MIB
             rss_workers = [rss_bytes(p) / MIB for p in rt.worker_pids()]
-            code = rt.stop()
-        except BaseException:
-            rt.kill()
-            raise
-        if code != 0:
-            raise BenchError(f"runtime exited with {code} after SIGTERM:\n{rt.log_tail()}")
-        seconds = t_done - t_ready
+            code = rt.stop_checked()
+        seconds = d.done - d.ready
+        m = d.metrics
         result = RunResult(
             phase="runtime",
             round=round_no,
             seconds=round(seconds, 3),
             msgs_per_s=round(n / seconds, 1),
             fill_seconds=round(fill_s, 2),
-            cpu_seconds=cpu,
-            remaining_at_ready=remaining_at_ready,
-            msgs_per_s_after_ready=round(remaining_at_ready / seconds, 1),
-            startup_seconds=round(t_ready - launched, 2),
+            cpu_seconds=d.cpu,
+            remaining_at_ready=d.remaining_at_ready,
+            msgs_per_s_after_ready=round(d.remaining_at_ready / seconds, 1),
+            startup_seconds=round(d.ready - launched, 2),
             invocations=m.get("lambda_invocations_total", 0.0),
             deleted_metric=m.get("lambda_deleted_events_total", 0.0),
             function_errors=m.get("lambda_errors_total", 0.0),
@@ -299,7 +285,7 @@ async def _baseline(
     return stats.done_at - started, cpu, stats
 
 
-def run_baseline(ctx: Context, round_no: int) -> RunResult:
+def run_baseline(ctx: QueueContext, round_no: int) -> RunResult:
     a = ctx.args
     n = a.messages
     with fresh_queue(ctx.sqs, "bl", n, a.fill_threads) as (queue, fill_s):
@@ -348,7 +334,7 @@ def sqs_payloads(count: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_filter_share(ctx: Context) -> dict[str, Any]:
+def run_filter_share(ctx: QueueContext) -> dict[str, Any]:
     """Phase A twice on fresh queues of FILTER_BODY_BYTES JSON bodies, without and with a
     pattern every message matches; the ``filter_share`` figures."""
     n = ctx.args.messages
@@ -364,16 +350,6 @@ def run_filter_share(ctx: Context) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- driver
-
-
-@dataclass
-class Context:
-    args: argparse.Namespace
-    endpoint: str
-    sqs: Any
-    workdir: Path
-    runtime_env: dict[str, str]
-    extra_pids: dict[str, int]  # processes whose CPU time is reported too (the emulator)
 
 
 def describe(r: RunResult) -> str:
@@ -466,28 +442,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="use this emulator instead of starting a ministack")
     p.add_argument("--order", choices=("runtime-first", "baseline-first"), default="runtime-first")
     p.add_argument("--repeat", type=int, default=1, help="alternate the two phases K times")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds a phase may take")
-    p.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=150.0,
-        help="seconds without progress before a runtime phase fails (> VisibilityTimeout)",
+    add_timeout_options(
+        p,
+        timeout_help="seconds a phase may take",
+        stall_default=150.0,
+        stall_help="seconds without progress before a runtime phase fails (> VisibilityTimeout)",
     )
     p.add_argument("--fill-threads", type=int, default=8)
-    p.add_argument(
-        "--runtime-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the runtime (experiments; repeatable)",
+    add_runtime_env_and_keep(
+        p,
+        keep_help="keep the work directory (logs, configs)",
+        filter_share_help="also run phase A without and with a FilterCriteria pattern every "
+        "message matches, on 1 KB JSON bodies, and report the share of worker CPU spent filtering",
     )
-    p.add_argument(
-        "--filter-share",
-        action="store_true",
-        help="also run phase A without and with a FilterCriteria pattern every message "
-        "matches, on 1 KB JSON bodies, and report the share of worker CPU spent filtering",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     return p
 
 
@@ -498,62 +465,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --repeat, --workers and --fill-threads must be >= 1")
     if not 2 <= args.concurrency <= 1000:
         parser.error("--concurrency must be within 2..1000 (ScalingConfig.MaximumConcurrency)")
-    try:
-        runtime_env = parse_env(args.runtime_env)
-    except ValueError as exc:
-        parser.error(str(exc))
-
-    workdir = Path(tempfile.mkdtemp(prefix="esm-bench-"))
-    ok = False
-    try:
-        with emulator(args.endpoint, workdir) as (endpoint, extra_pids):
-            ok = _run(args, endpoint, extra_pids, workdir, runtime_env)
-        return 0 if ok else 1
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_main(
+        "bench_sqs", parser, args, "esm-bench-", functools.partial(emulator, args.endpoint), _run
+    )
 
 
-def _run(
-    args: argparse.Namespace,
-    endpoint: str,
-    extra_pids: dict[str, int],
-    workdir: Path,
-    runtime_env: dict[str, str],
-) -> bool:
-    """Every round, then the summary and the RESULT line; False (and a RESULT saying so) when
-    a phase failed."""
-    try:
-        ctx = Context(args, endpoint, client("sqs", endpoint), workdir, runtime_env, extra_pids)
-        phases: list[Phase] = ["runtime", "baseline"]
-        if args.order == "baseline-first":
-            phases.reverse()
-        print(
-            f"bench_sqs: N={args.messages} concurrency={args.concurrency} workers={args.workers} "
-            f"order={args.order} repeat={args.repeat} endpoint={endpoint} workdir={workdir}"
-            + (" filter-share" if args.filter_share else ""),
-            flush=True,
-        )
-        runs: list[RunResult] = []
-        for round_no in range(1, args.repeat + 1):
-            for phase in phases:
-                run = run_runtime if phase == "runtime" else run_baseline
-                r = run(ctx, round_no)
-                runs.append(r)
-                print(f"[{round_no}/{args.repeat}] {describe(r)}", flush=True)
-        summary = summarize(args, endpoint, runs)
-        if args.filter_share:
-            summary["filter_share"] = run_filter_share(ctx)
-        print_summary(summary)
-        if args.filter_share:
-            print_filter_share(summary["filter_share"], "message")
-        print(result_line(summary), flush=True)
-        return True
-    except BenchError as exc:
-        print(f"bench_sqs: FAILED: {exc}", file=sys.stderr, flush=True)
-        print(f"bench_sqs: logs kept in {workdir}", file=sys.stderr)
-        print("RESULT " + json.dumps({"ok": False, "error": str(exc)[:2000]}), flush=True)
-        return False
+def _run(setup: Setup) -> bool:
+    """Every round, then the summary and the RESULT line."""
+    ctx = QueueContext.of(setup)
+    args, endpoint = ctx.args, ctx.endpoint
+    phases: list[Phase] = ["runtime", "baseline"]
+    if args.order == "baseline-first":
+        phases.reverse()
+    print(
+        f"bench_sqs: N={args.messages} concurrency={args.concurrency} workers={args.workers} "
+        f"order={args.order} repeat={args.repeat} endpoint={endpoint} workdir={ctx.workdir}"
+        + (" filter-share" if args.filter_share else ""),
+        flush=True,
+    )
+    runs: list[RunResult] = []
+    for round_no in range(1, args.repeat + 1):
+        for phase in phases:
+            run = run_runtime if phase == "runtime" else run_baseline
+            r = run(ctx, round_no)
+            runs.append(r)
+            print(f"[{round_no}/{args.repeat}] {describe(r)}", flush=True)
+    summary = summarize(args, endpoint, runs)
+    if args.filter_share:
+        summary["filter_share"] = run_filter_share(ctx)
+    print_summary(summary)
+    if args.filter_share:
+        print_filter_share(summary["filter_share"], "message")
+    print(result_line(summary), flush=True)
+    return True
 
 
 if __name__ == "__main__":

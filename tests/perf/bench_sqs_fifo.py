@@ -31,12 +31,10 @@ measurement), 1 otherwise. The last line is ``RESULT {json}`` with every figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -49,20 +47,24 @@ from tests.perf.common import (
     VISIBILITY_TIMEOUT,
     BenchError,
     Runtime,
-    cpu_delta,
-    cpu_snapshot,
     cpu_text,
-    emulator,
+    drain,
     make_body,
-    parse_env,
-    result_line,
     send_entries,
     single_mapping_config,
     temporary_queue,
-    wait_drained,
     wait_filled,
 )
-from tests.support.aws import Queue, client
+from tests.perf.driver import (
+    QueueContext,
+    Setup,
+    add_runtime_env_and_keep,
+    add_timeout_options,
+    emulator,
+    result_line,
+    run_main,
+)
+from tests.support.aws import Queue
 
 HANDLER = "tests.perf.handlers.sleep_10ms"
 HANDLER_SLEEP_S = 0.010
@@ -198,17 +200,7 @@ class RunResult:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class Context:
-    args: argparse.Namespace
-    endpoint: str
-    sqs: Any
-    workdir: Path
-    runtime_env: dict[str, str]
-    extra_pids: dict[str, int]  # processes whose CPU time is reported too (the emulator)
-
-
-def run_groups(ctx: Context, groups: int) -> RunResult:
+def run_groups(ctx: QueueContext, groups: int) -> RunResult:
     a = ctx.args
     n = a.messages
     record_file = ctx.workdir / f"invocations-g{groups}.jsonl"
@@ -220,37 +212,19 @@ def run_groups(ctx: Context, groups: int) -> RunResult:
             "Variables": {"RECORD_FILE": str(record_file)}
         }
         rt = Runtime(ctx.workdir, f"g{groups}", config, ctx.endpoint, a.workers, ctx.runtime_env)
-        launched = time.perf_counter()
-        rt.start()
-        try:
-            t_ready = rt.wait_ready(60)
-            wall_offset = time.time() - time.perf_counter()
-            watched = {
-                "supervisor": rt.pid,
-                **{f"worker{i}": p for i, p in enumerate(rt.worker_pids())},
-                "bench": os.getpid(),
-                **ctx.extra_pids,
-            }
-            cpu0 = cpu_snapshot(watched)
-            remaining_at_ready = queue.total()
-            t_done = wait_drained(queue, rt, n, a.timeout, a.stall_timeout)
-            cpu = cpu_delta(cpu0, cpu_snapshot(watched))
-            m = rt.metrics()
-            code = rt.stop()
-        except BaseException:
-            rt.kill()
-            raise
-    if code != 0:
-        raise BenchError(f"runtime exited with {code} after SIGTERM:\n{rt.log_tail()}")
+        with rt.running() as launched:
+            d = drain(rt, queue, n, a.timeout, a.stall_timeout, ctx.extra_pids)
+            code = rt.stop_checked()
 
+    m = d.metrics
     intervals = read_intervals(record_file)
     if not intervals:
         raise BenchError(f"no invocation recorded in {record_file}")
     first = min(i.start for i in intervals)
     last = max(i.end for i in intervals)
     span = last - first
-    ready_wall, done_wall = t_ready + wall_offset, t_done + wall_offset
-    seconds = t_done - t_ready
+    ready_wall, done_wall = d.ready + d.wall_offset, d.done + d.wall_offset
+    seconds = d.done - d.ready
     ceiling = min(groups, a.max_concurrency)
     avg = busy_seconds(intervals, first, last) / span if span > 0 else 0.0
     avg_window = busy_seconds(intervals, ready_wall, done_wall) / seconds if seconds > 0 else 0.0
@@ -265,8 +239,8 @@ def run_groups(ctx: Context, groups: int) -> RunResult:
         concurrency_avg_window=round(avg_window, 2),
         bound_msgs_per_s=round(ceiling * BATCH_SIZE / HANDLER_SLEEP_S, 1),
         fill_seconds=round(fill_s, 2),
-        startup_seconds=round(t_ready - launched, 2),
-        remaining_at_ready=remaining_at_ready,
+        startup_seconds=round(d.ready - launched, 2),
+        remaining_at_ready=d.remaining_at_ready,
         invocations=len(intervals),
         msgs_per_batch=round(sum(len(i.records) for i in intervals) / len(intervals), 2),
         pids=len({i.pid for i in intervals}),
@@ -277,7 +251,7 @@ def run_groups(ctx: Context, groups: int) -> RunResult:
         polling_errors=m.get("esm_polling_errors_total", 0.0),
         ack_failures=m.get("esm_ack_failures_total", 0.0),
         exit_code=code,
-        cpu_seconds=cpu,
+        cpu_seconds=d.cpu,
     )
 
 
@@ -373,21 +347,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=2, help="runtime worker processes")
     p.add_argument("--endpoint", help="use this emulator instead of starting a ministack")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds a run may take")
-    p.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=150.0,
-        help="seconds without progress before a run fails (> VisibilityTimeout)",
+    add_timeout_options(
+        p,
+        timeout_help="seconds a run may take",
+        stall_default=150.0,
+        stall_help="seconds without progress before a run fails (> VisibilityTimeout)",
     )
-    p.add_argument(
-        "--runtime-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the runtime (experiments; repeatable)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, records)")
+    add_runtime_env_and_keep(p, keep_help="keep the work directory (logs, records)")
     return p
 
 
@@ -398,53 +364,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages and --workers must be >= 1")
     if not 2 <= args.max_concurrency <= 1000:
         parser.error("--max-concurrency must be within 2..1000 (ScalingConfig.MaximumConcurrency)")
-    try:
-        runtime_env = parse_env(args.runtime_env)
-    except ValueError as exc:
-        parser.error(str(exc))
-
-    workdir = Path(tempfile.mkdtemp(prefix="esm-bench-fifo-"))
-    ok = False
-    try:
-        with emulator(args.endpoint, workdir) as (endpoint, extra_pids):
-            ok = _run(args, endpoint, extra_pids, workdir, runtime_env)
-        return 0 if ok else 1
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return run_main(
+        "bench_sqs_fifo",
+        parser,
+        args,
+        "esm-bench-fifo-",
+        functools.partial(emulator, args.endpoint),
+        _run,
+    )
 
 
-def _run(
-    args: argparse.Namespace,
-    endpoint: str,
-    extra_pids: dict[str, int],
-    workdir: Path,
-    runtime_env: dict[str, str],
-) -> bool:
-    try:
-        ctx = Context(args, endpoint, client("sqs", endpoint), workdir, runtime_env, extra_pids)
-        print(
-            f"bench_sqs_fifo: N={args.messages} groups={','.join(map(str, args.groups))} "
-            f"max_concurrency={args.max_concurrency} workers={args.workers} "
-            f"endpoint={endpoint} workdir={workdir}",
-            flush=True,
-        )
-        runs: list[RunResult] = []
-        for groups in args.groups:
-            r = run_groups(ctx, groups)
-            runs.append(r)
-            print(describe(r), flush=True)
-        summary = summarize(args, endpoint, runs)
-        print_summary(summary)
-        if not summary["ok"]:
-            print(f"bench_sqs_fifo: ORDER BROKEN; records kept in {workdir}", file=sys.stderr)
-        print(result_line(summary), flush=True)
-        return bool(summary["ok"])
-    except BenchError as exc:
-        print(f"bench_sqs_fifo: FAILED: {exc}", file=sys.stderr, flush=True)
-        print(f"bench_sqs_fifo: logs kept in {workdir}", file=sys.stderr)
-        print("RESULT " + json.dumps({"ok": False, "error": str(exc)[:2000]}), flush=True)
-        return False
+def _run(setup: Setup) -> bool:
+    ctx = QueueContext.of(setup)
+    args, endpoint = ctx.args, ctx.endpoint
+    print(
+        f"bench_sqs_fifo: N={args.messages} groups={','.join(map(str, args.groups))} "
+        f"max_concurrency={args.max_concurrency} workers={args.workers} "
+        f"endpoint={endpoint} workdir={ctx.workdir}",
+        flush=True,
+    )
+    runs: list[RunResult] = []
+    for groups in args.groups:
+        r = run_groups(ctx, groups)
+        runs.append(r)
+        print(describe(r), flush=True)
+    summary = summarize(args, endpoint, runs)
+    print_summary(summary)
+    if not summary["ok"]:
+        print(f"bench_sqs_fifo: ORDER BROKEN; records kept in {ctx.workdir}", file=sys.stderr)
+    print(result_line(summary), flush=True)
+    return bool(summary["ok"])
 
 
 if __name__ == "__main__":

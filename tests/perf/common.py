@@ -1,7 +1,8 @@
 """Pieces shared by the benchmarks in tests/perf: /proc readings, queue fills, the runtime as a
-process tree, waiting for a queue to drain, and the emulator.
+process tree, waiting for a queue to drain, and the filter-share figures.
 
-Nothing here prints or parses arguments; each benchmark keeps its own CLI and output.
+Nothing here parses arguments (tests/perf/driver.py holds the command-line scaffolding); each
+benchmark keeps its own CLI and output.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from runtime.config.sources import SourceKind
 from runtime.pipeline.filtering import RecordFilter
 from runtime.pipeline.records import Record
 from tests.support.aws import CREDENTIALS, REGION, Queue
-from tests.support.emulator import REPO, Ministack, free_port
+from tests.support.emulator import REPO, free_port
 
 BODY_BYTES = 100
 VISIBILITY_TIMEOUT = 60
@@ -207,6 +209,18 @@ class Runtime:
                 stderr=subprocess.STDOUT,
             )
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[float]:
+        """Start the runtime for a block that ends with :meth:`stop_checked`, killing the process
+        tree if the block raises; yields the perf_counter time of the launch."""
+        launched = time.perf_counter()
+        self.start()
+        try:
+            yield launched
+        except BaseException:
+            self.kill()
+            raise
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -214,6 +228,16 @@ class Runtime:
 
     def worker_pids(self) -> list[int]:
         return child_pids(self.pid)
+
+    def watched(self, extra_pids: dict[str, int]) -> dict[str, int]:
+        """The processes whose CPU time a window reports: the supervisor, each worker, this
+        process and ``extra_pids`` (the emulator or broker)."""
+        return {
+            "supervisor": self.pid,
+            **{f"worker{i}": p for i, p in enumerate(self.worker_pids())},
+            "bench": os.getpid(),
+            **extra_pids,
+        }
 
     def check_alive(self) -> None:
         assert self.proc is not None
@@ -263,6 +287,13 @@ class Runtime:
                 self.kill()
                 raise BenchError(f"runtime still running {timeout:.0f}s after SIGTERM") from None
         return int(self.proc.returncode)
+
+    def stop_checked(self) -> int:
+        """:meth:`stop`, which must end the runtime with 0 (returned)."""
+        code = self.stop()
+        if code != 0:
+            raise BenchError(f"runtime exited with {code} after SIGTERM:\n{self.log_tail()}")
+        return code
 
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -335,6 +366,41 @@ def wait_drained(
             )
         next_poll += POLL_SECONDS
         time.sleep(max(0.0, next_poll - time.perf_counter()))
+
+
+@dataclass
+class Drained:
+    """A started runtime draining a queue, timed from /readyz (:func:`drain`)."""
+
+    ready: float  # perf_counter time /readyz first answered 200
+    done: float  # perf_counter time of the poll that saw the queue drained
+    wall_offset: float  # time.time() - time.perf_counter() just after ready
+    workers: list[int]  # the worker pids at ready
+    remaining_at_ready: int  # messages in the queue at ready
+    cpu: dict[str, float]  # CPU seconds of the watched processes over the window
+    metrics: dict[str, float]  # the runtime's, at the end of the window
+
+
+def drain(
+    rt: Runtime,
+    queue: Queue,
+    n: int,
+    timeout: float,
+    stall_timeout: float,
+    extra_pids: dict[str, int],
+) -> Drained:
+    """Wait until the started runtime is ready, then (:func:`wait_drained`) until it drained the
+    n messages of the queue, reading the CPU time of the runtime, this process and
+    ``extra_pids`` over that window."""
+    ready = rt.wait_ready(60)
+    wall_offset = time.time() - time.perf_counter()
+    workers = rt.worker_pids()
+    watched = rt.watched(extra_pids)
+    cpu0 = cpu_snapshot(watched)
+    remaining_at_ready = queue.total()
+    done = wait_drained(queue, rt, n, timeout, stall_timeout)
+    cpu = cpu_delta(cpu0, cpu_snapshot(watched))
+    return Drained(ready, done, wall_offset, workers, remaining_at_ready, cpu, rt.metrics())
 
 
 # --------------------------------------------------------------------------- filter share
@@ -496,42 +562,3 @@ def print_filter_share(fs: dict[str, Any], unit: str) -> None:
         f"  in-process RecordFilter (decode + match): {fs['inprocess_us_per_record']:.2f} "
         f"µs/{unit} = {fs['inprocess_share'] * 100:.1f} % of the filtered run's worker CPU"
     )
-
-
-# --------------------------------------------------------------------------- driver helpers
-
-
-@contextlib.contextmanager
-def emulator(endpoint: str | None, workdir: Path) -> Iterator[tuple[str, dict[str, int]]]:
-    """(endpoint, processes to watch): the one given, or a ministack started (and stopped) here.
-
-    The watched processes are the emulator's, so its CPU time is reported with the runtime's.
-    """
-    if endpoint:
-        yield endpoint, {}
-        return
-    emu = Ministack(workdir)
-    try:
-        emu.start()
-        extra_pids: dict[str, int] = {}
-        proc = getattr(emu, "_proc", None)
-        if isinstance(proc, subprocess.Popen):
-            extra_pids["emulator"] = proc.pid
-        yield emu.endpoint, extra_pids
-    finally:
-        emu.stop()
-
-
-def parse_env(items: list[str]) -> dict[str, str]:
-    """``KEY=VALUE`` items as a dict; raises ValueError on anything else."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--runtime-env wants KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
-def result_line(summary: dict[str, Any]) -> str:
-    return "RESULT " + json.dumps(summary, separators=(",", ":"))

@@ -1,12 +1,13 @@
-"""The SQS benchmark still runs end to end (tiny sizes), so it cannot rot unnoticed."""
+"""The runtime benchmarks still run end to end (tiny sizes), so they cannot rot unnoticed."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -17,31 +18,18 @@ pytestmark = pytest.mark.integration
 LIMIT_SECONDS = 60
 
 
-def _result(stdout: str) -> dict[str, Any]:
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, f"expected one RESULT line in:\n{stdout}"
-    parsed: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
-    return parsed
+class BenchRun(NamedTuple):
+    result: dict[str, Any]  # the RESULT line's figures
+    output: str  # stdout and stderr, for failure messages
 
 
-@pytest.mark.timeout(LIMIT_SECONDS + 30)
-def test_bench_sqs_smoke(aws_endpoint: str) -> None:
+def run_bench(module: str, args: str) -> BenchRun:
+    """``python -m tests.perf.<module> <args>`` (split as a shell would), which must exit 0
+    within LIMIT_SECONDS and print exactly one RESULT line, saying ``"ok": true``."""
     started = time.monotonic()
-    # The benchmark strips inherited ESM_* variables from the runtime's environment itself.
+    # The benchmarks strip inherited ESM_* variables from the runtime's environment themselves.
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.perf.bench_sqs",
-            "--messages",
-            "300",
-            "--concurrency",
-            "5",
-            "--workers",
-            "1",
-            "--endpoint",
-            aws_endpoint,
-        ],
+        [sys.executable, "-m", f"tests.perf.{module}", *shlex.split(args)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -50,8 +38,19 @@ def test_bench_sqs_smoke(aws_endpoint: str) -> None:
     elapsed = time.monotonic() - started
     output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, output
-    result = _result(proc.stdout)
-    assert result["ok"] is True
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, f"expected one RESULT line in:\n{proc.stdout}"
+    result: dict[str, Any] = json.loads(lines[0].removeprefix("RESULT "))
+    assert result["ok"] is True, output
+    assert elapsed < LIMIT_SECONDS
+    return BenchRun(result, output)
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_sqs_smoke(aws_endpoint: str) -> None:
+    result, output = run_bench(
+        "bench_sqs", f"--messages 300 --concurrency 5 --workers 1 --endpoint {aws_endpoint}"
+    )
     assert result["messages"] == 300
     assert result["concurrency"] == 5
     assert result["workers"] == 1
@@ -63,37 +62,13 @@ def test_bench_sqs_smoke(aws_endpoint: str) -> None:
     runtime_runs = [r for r in result["runs"] if r["phase"] == "runtime"]
     assert [r["exit_code"] for r in runtime_runs] == [0]
     assert [r["deleted_metric"] for r in runtime_runs] == [300]
-    assert elapsed < LIMIT_SECONDS
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(LIMIT_SECONDS + 30)
 def test_bench_sqs_fifo_smoke(aws_endpoint: str) -> None:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.perf.bench_sqs_fifo",
-            "--messages",
-            "60",
-            "--groups",
-            "1,3",
-            "--workers",
-            "1",
-            "--endpoint",
-            aws_endpoint,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=LIMIT_SECONDS,
+    result, output = run_bench(
+        "bench_sqs_fifo", f"--messages 60 --groups 1,3 --workers 1 --endpoint {aws_endpoint}"
     )
-    elapsed = time.monotonic() - started
-    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, output
-    result = _result(proc.stdout)
-    assert result["ok"] is True
     assert result["messages"] == 60
     assert result["groups"] == [1, 3]
     assert result["workers"] == 1
@@ -109,39 +84,14 @@ def test_bench_sqs_fifo_smoke(aws_endpoint: str) -> None:
         assert r["order_problems"] == [], output
         assert r["deleted_metric"] == 60
         assert r["exit_code"] == 0
-    assert elapsed < LIMIT_SECONDS
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(LIMIT_SECONDS + 30)
 def test_bench_kafka_smoke(kafka_bootstrap: str) -> None:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.perf.bench_kafka",
-            "--records",
-            "2000",
-            "--duration",
-            "3",
-            "--rate",
-            "200",
-            "--workers",
-            "1",
-            "--bootstrap",
-            kafka_bootstrap,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=LIMIT_SECONDS,
+    result, output = run_bench(
+        "bench_kafka",
+        f"--records 2000 --duration 3 --rate 200 --workers 1 --bootstrap {kafka_bootstrap}",
     )
-    elapsed = time.monotonic() - started
-    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, output
-    result = _result(proc.stdout)
-    assert result["ok"] is True
     assert result["records"] == 2000
     assert result["workers"] == 1
     for key in (
@@ -160,11 +110,10 @@ def test_bench_kafka_smoke(kafka_bootstrap: str) -> None:
     assert latency["exit_code"] == 0
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"], output
     assert 0 < result["raw_latency"]["p50_ms"] <= result["raw_latency"]["max_ms"], output
-    assert elapsed < LIMIT_SECONDS
 
 
-def _check_filter_share(result: dict[str, Any], n: int, output: str) -> None:
-    fs = result["filter_share"]
+def _check_filter_share(run: BenchRun, n: int) -> None:
+    fs, output = run.result["filter_share"], run.output
     assert fs["records"] == n
     assert -1 <= fs["share"] <= 1, output
     assert fs["filtered_out_events"] == 0
@@ -175,65 +124,18 @@ def _check_filter_share(result: dict[str, Any], n: int, output: str) -> None:
 
 @pytest.mark.timeout(LIMIT_SECONDS + 30)
 def test_bench_sqs_filter_share_smoke(aws_endpoint: str) -> None:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.perf.bench_sqs",
-            "--messages",
-            "1000",
-            "--concurrency",
-            "5",
-            "--workers",
-            "1",
-            "--endpoint",
-            aws_endpoint,
-            "--filter-share",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=LIMIT_SECONDS,
+    run = run_bench(
+        "bench_sqs",
+        f"--messages 1000 --concurrency 5 --workers 1 --endpoint {aws_endpoint} --filter-share",
     )
-    elapsed = time.monotonic() - started
-    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, output
-    result = _result(proc.stdout)
-    assert result["ok"] is True
-    _check_filter_share(result, 1000, output)
-    assert elapsed < LIMIT_SECONDS
+    _check_filter_share(run, 1000)
 
 
 @pytest.mark.timeout(LIMIT_SECONDS + 30)
 def test_bench_kafka_filter_share_smoke(kafka_bootstrap: str) -> None:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.perf.bench_kafka",
-            "--records",
-            "10000",
-            "--duration",
-            "2",
-            "--rate",
-            "200",
-            "--workers",
-            "1",
-            "--bootstrap",
-            kafka_bootstrap,
-            "--filter-share",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=LIMIT_SECONDS,
+    run = run_bench(
+        "bench_kafka",
+        f"--records 10000 --duration 2 --rate 200 --workers 1 --bootstrap {kafka_bootstrap} "
+        "--filter-share",
     )
-    elapsed = time.monotonic() - started
-    output = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, output
-    result = _result(proc.stdout)
-    assert result["ok"] is True
-    _check_filter_share(result, 10000, output)
-    assert elapsed < LIMIT_SECONDS
+    _check_filter_share(run, 10000)
