@@ -283,17 +283,3 @@ class FunctionConfig(_LambdaShape):
     description: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         default=None, alias="Description"
     )
-
-
-class ConfigFile(BaseModel):
-    """The whole YAML document."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    functions: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")],
-        FunctionConfig,
-    ] = Field(default_factory=dict)
-    event_source_mappings: list[EventSourceMappingConfig] = Field(
-        default_factory=list, alias="eventSourceMappings"
-    )

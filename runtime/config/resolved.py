@@ -73,9 +73,3 @@ class Mapping:
 class RuntimeConfig:
     functions: dict[str, Function]
     mappings: tuple[Mapping, ...]
-
-    def mapping(self, mapping_uuid: str) -> Mapping:
-        for m in self.mappings:
-            if m.uuid == mapping_uuid:
-                return m
-        raise KeyError(mapping_uuid)

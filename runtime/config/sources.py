@@ -41,7 +41,6 @@ class EventSource:
 @dataclass(frozen=True, slots=True)
 class SourceTraits:
     default_batch_size: int
-    max_batch_size: int
     default_window_seconds: float
     # "BatchSize > 10 needs a window >= 1": enforced by Lambda for SQS only. The docs also name
     # streams, but Lambda's own stream defaults (BatchSize 100, window 0) and recorded create
@@ -96,28 +95,24 @@ _KAFKA_FIELDS = frozenset(
 TRAITS: dict[SourceKind, SourceTraits] = {
     SourceKind.SQS: SourceTraits(
         default_batch_size=10,
-        max_batch_size=10000,
         default_window_seconds=0.0,
         window_required_above_10=True,
         fields=_COMMON_FIELDS | {"ScalingConfig", "ProvisionedPollerConfig", "FilteredOutMessages"},
     ),
     SourceKind.KINESIS: SourceTraits(
         default_batch_size=100,
-        max_batch_size=10000,
         default_window_seconds=0.0,
         window_required_above_10=False,
         fields=_COMMON_FIELDS | _STREAM_FIELDS,
     ),
     SourceKind.DYNAMODB: SourceTraits(
         default_batch_size=100,
-        max_batch_size=10000,
         default_window_seconds=0.0,
         window_required_above_10=False,
         fields=_COMMON_FIELDS | _STREAM_FIELDS,
     ),
     SourceKind.KAFKA: SourceTraits(
         default_batch_size=100,
-        max_batch_size=10000,
         default_window_seconds=0.5,
         window_required_above_10=False,
         fields=_COMMON_FIELDS
@@ -126,7 +121,6 @@ TRAITS: dict[SourceKind, SourceTraits] = {
     ),
     SourceKind.MSK: SourceTraits(
         default_batch_size=100,
-        max_batch_size=10000,
         default_window_seconds=0.5,
         window_required_above_10=False,
         fields=_COMMON_FIELDS | _KAFKA_FIELDS | {"AmazonManagedKafkaEventSourceConfig"},

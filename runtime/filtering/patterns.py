@@ -609,10 +609,6 @@ def _fast(node: _FastNode, obj: dict[str, Any]) -> bool | None:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _consistent(membership: _Membership, chosen: dict[int, int]) -> bool:
-    return all(chosen.get(array, index) == index for array, index in membership)
-
-
 _SearchKey = tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]]
 
 

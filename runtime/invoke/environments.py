@@ -67,14 +67,6 @@ class EnvironmentPool:
     def size(self) -> int:
         return self._created
 
-    @property
-    def is_async(self) -> bool:
-        with self._lock:
-            env = self._free[0] if self._free else None
-        if env is not None:
-            return env.handler.is_async
-        return load_handler(self.handler_path).is_async
-
     def acquire_warm(self) -> Environment | None:
         with self._lock:
             return self._free.pop() if self._free else None

@@ -45,15 +45,6 @@ class FunctionError:
     error_message: str
     stack_trace: tuple[str, ...] = ()
 
-    def as_payload(self, request_id: str) -> dict[str, Any]:
-        """Lambda's error payload, as a client of a failed Invoke would receive it."""
-        return {
-            "errorMessage": self.error_message,
-            "errorType": self.error_type,
-            "requestId": request_id,
-            "stackTrace": list(self.stack_trace),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class InvocationResult:

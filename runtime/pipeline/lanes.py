@@ -53,13 +53,6 @@ class LaneQueue:
     def __bool__(self) -> bool:
         return bool(self._waiting)
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
-    def busy_lanes(self) -> frozenset[Hashable]:
-        return frozenset(self._busy)
-
     def push(self, batch: Batch) -> None:
         """A new batch, behind everything that arrived before it."""
         entry = _Waiting((self._next_seq,), batch, lanes_of(batch))

@@ -9,7 +9,7 @@ sequence number) and goes back to the source that made it.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Lambda's synchronous invocation payload limit (6 MB), which caps every batch.
@@ -23,7 +23,6 @@ class Record:
     item_id: Hashable  # what a batchItemFailures itemIdentifier names (SQS: messageId)
     ack: Any  # source-specific acknowledgement token
     lane: Hashable | None = None  # ordering key; None = unordered
-    received_at: float = 0.0  # time.monotonic() when fetched
     timestamp_ms: float = 0.0  # when the source stored it (epoch ms; 0 = unknown), for ages
 
 
@@ -31,9 +30,7 @@ class Record:
 class Batch:
     records: list[Record]
     payload_bytes: int
-    attempt: int = 1
     opened_at: float = 0.0  # monotonic time the first record joined
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -26,13 +26,12 @@ import asyncio
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from runtime.config.model import StartingPosition
 from runtime.config.resolved import Mapping
@@ -260,7 +259,6 @@ class KafkaSource:
         """Lambda-shaped records for consumed messages (the hot path: per-record work only)."""
         out: list[Record] = []
         append = out.append
-        now = time.monotonic()
         lanes = self._lane_names
         for m in messages:
             if m.error() is not None:
@@ -278,7 +276,6 @@ class KafkaSource:
                     (lane, offset),
                     None,  # ack: (lane, offset, epoch), stamped on the loop
                     lane,
-                    now,
                     float(ts[1]) if ts[0] else 0.0,
                 )
             )
@@ -535,8 +532,3 @@ def _resume(tp: TopicPartition) -> Callable[[Any], None]:
 
 def _commit_async(offsets: list[TopicPartition]) -> Callable[[Any], None]:
     return lambda consumer: consumer.commit(offsets=offsets, asynchronous=True)
-
-
-def kafka_starting_offset(position: StartingPosition | None) -> int:
-    """The librdkafka logical offset for a starting position without a committed offset."""
-    return OFFSET_END if position is StartingPosition.LATEST else OFFSET_BEGINNING

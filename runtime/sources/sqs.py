@@ -248,7 +248,6 @@ class SqsSource:
                     ack=m["ReceiptHandle"],
                     # FIFO: the message group is the ordering lane.
                     lane=payload["attributes"].get("MessageGroupId") if fifo else None,
-                    received_at=sent_at,
                 )
             )
         if self._keeper is not None:

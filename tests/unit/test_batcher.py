@@ -344,7 +344,6 @@ def test_flush_returns_open_batch_and_empties() -> None:
     assert ids(batch) == ["id-0", "id-1"]
     assert batch.payload_bytes == ENVELOPE + 200
     assert batch.opened_at == 7.0
-    assert batch.attempt == 1
     assert b.open_count == 0
     assert b.deadline is None
     assert b.flush() is None

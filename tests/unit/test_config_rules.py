@@ -977,7 +977,6 @@ def test_mappings_keep_their_order_and_index() -> None:
     config = build(doc(*({"FunctionName": "fn", "EventSourceArn": a} for a in arns)))
     assert [m.source.arn for m in config.mappings] == arns
     assert [m.index for m in config.mappings] == [0, 1, 2, 3]
-    assert config.mapping(config.mappings[2].uuid) is config.mappings[2]
 
 
 def test_derived_uuid_is_stable_and_pinned() -> None:

@@ -302,18 +302,6 @@ def test_exception_becomes_function_error(
     assert metrics.errors == 1
 
 
-def test_error_payload_shape(executor: ThreadPoolExecutor, metrics: Metrics) -> None:
-    result = invoke_once(sync_raises, executor, metrics)
-    assert result.error is not None
-    payload = result.error.as_payload(result.request_id)
-    assert list(payload) == ["errorMessage", "errorType", "requestId", "stackTrace"]
-    assert payload["errorMessage"] == "order 42 rejected"
-    assert payload["errorType"] == "OrderRejectedError"
-    assert payload["requestId"] == result.request_id
-    assert payload["stackTrace"] == list(result.error.stack_trace)
-    assert isinstance(payload["stackTrace"], list)
-
-
 def test_exception_with_empty_message(executor: ThreadPoolExecutor, metrics: Metrics) -> None:
     def handler(event: Any, context: Any) -> None:
         raise KeyError("missing")
