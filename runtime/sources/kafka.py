@@ -41,6 +41,7 @@ from runtime.metrics import OFFSET_LAG, MappingMetrics
 from runtime.pipeline.offsets import OffsetTracker
 from runtime.pipeline.records import Record
 from runtime.sources.base import RecordSink, SourceError
+from runtime.sources.kafka_auth import redacted
 from runtime.sources.kafka_records import (
     envelope_size,
     kafka_batch_info,
@@ -146,6 +147,8 @@ class KafkaSource:
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         conf = self.consumer_config()
+        # Passwords, private keys and client certificates are masked.
+        log.info("kafka consumer", settings=redacted(conf))
         try:
             self._consumer = Consumer(conf, logger=None)
         except Exception as exc:

@@ -168,6 +168,14 @@ class SqsSource:
         self._backoff = _FETCH_ERROR_BACKOFF[0]
 
     async def start(self, sink: RecordSink | None = None) -> None:
+        await self.check()
+        if self._settings.sqs_extend_visibility:
+            self._keeper = _VisibilityKeeper(self, self.visibility_timeout)
+            self._keeper.start()
+
+    async def check(self) -> None:
+        """The queue exists and its visibility timeout is long enough (also the supervisor's
+        pre-flight check)."""
         src = self.mapping.source
         self._client = await self._clients.client("sqs", self._region)
         try:
@@ -192,21 +200,6 @@ class SqsSource:
                 f"Function timeout: {timeout} seconds ({self._arn}, function "
                 f"{self.mapping.function.name})"
             )
-        if self._settings.sqs_extend_visibility:
-            self._keeper = _VisibilityKeeper(self, self.visibility_timeout)
-            self._keeper.start()
-
-    async def check(self) -> None:
-        """Pre-flight (supervisor): the queue exists and its visibility timeout is long enough."""
-        keep, self._settings = (
-            self._settings,
-            self._settings.model_copy(update={"sqs_extend_visibility": False}),
-        )
-        try:
-            await self.start()
-        finally:
-            self._settings = keep
-            await self.close()
 
     async def fetch(self, max_records: int) -> list[Record]:
         asked = min(_SQS_BATCH_LIMIT, max_records)

@@ -60,3 +60,26 @@ def test_function_error_leaves_messages_for_redelivery_then_dlq(sqs, runtime_fac
     assert any(good in i.message_ids and i.outcome == "returned" for i in invocations)
     assert rt.metric("lambda_errors_total") >= 2
     assert rt.metric("lambda_failed_invoke_events_total") >= 2
+
+
+def test_run_refuses_unusable_queues_listing_every_problem(sqs, runtime_factory, record_file):
+    short = Queue.create(sqs, visibility_timeout=5)
+    missing_arn = short.arn.rsplit(":", 1)[0] + ":no-such-queue-7f3a"
+    config = {
+        "functions": {"fn": {"Handler": "tests.handlers.behave.handler", "Timeout": 10}},
+        "eventSourceMappings": [
+            {"FunctionName": "fn", "EventSourceArn": short.arn},
+            {"FunctionName": "fn", "EventSourceArn": missing_arn},
+        ],
+    }
+    rt = runtime_factory(config).start(wait_ready=False)
+    assert rt.proc is not None
+    assert rt.proc.wait(60) == 2
+    logs = rt.logs()
+    assert "2 event source problem(s)" in logs
+    assert (
+        "eventSourceMappings[0]: Queue visibility timeout: 5 seconds is less than Function "
+        "timeout: 10 seconds" in logs
+    )
+    assert f"eventSourceMappings[1]: queue {missing_arn} does not exist" in logs
+    assert rt.worker_pids() == []  # nothing was started

@@ -146,3 +146,37 @@ def test_a_slow_partition_is_paused_alone_and_resumed() -> None:
         assert len(requests) == 2  # and one resume
 
     asyncio.run(scenario())
+
+
+def test_consumer_settings_are_logged_without_secrets() -> None:
+    import structlog
+
+    from runtime.sources.base import SourceError
+
+    src, sink = source()
+    src._security = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "svc",
+        "sasl.password": "s3cr3t-pw",
+    }
+
+    async def no_broker() -> None:
+        raise SourceError("no broker in this test")
+
+    src._check_topic = no_broker  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        try:
+            await src.start(sink)
+        except SourceError:
+            pass
+        finally:
+            src._consumer.close()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+    [entry] = [e for e in logs if e["event"] == "kafka consumer"]
+    assert entry["settings"]["sasl.username"] == "svc"
+    assert entry["settings"]["sasl.password"] != "s3cr3t-pw"
+    assert "s3cr3t-pw" not in repr(logs)
