@@ -30,7 +30,9 @@ def _run_to_dlq(sqs, runtime_factory, record_file, body, handler, **function):
     q = Queue.create(sqs, visibility_timeout=2, dlq=dlq, max_receive_count=2)
     [mid] = q.send([body])
     cfg = single_mapping(q.arn, record_file, handler=handler, timeout=1, BatchSize=1, **function)
-    rt = runtime_factory(cfg).start()
+    # Short polls: a recycled or crashed worker's long poll would stay open on the server and
+    # could take the message as it reappears, spending a receive (see operations.md).
+    rt = runtime_factory(cfg, env={"ESM_SQS_WAIT_TIME_SECONDS": "0"}).start()
     moved = wait_until(lambda: dlq.drain(0.2), 40, what="message in the DLQ")
     assert [m["MessageId"] for m in moved] == [mid]
     assert q.total() == 0
