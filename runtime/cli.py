@@ -27,12 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("config", help="YAML file with functions and eventSourceMappings")
     r = sub.add_parser("run", help="run the mappings of a configuration file")
     r.add_argument("config")
-    r.add_argument("--workers", type=int, help="worker processes (ESM_WORKERS; default: cores)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes per function (ESM_WORKERS; default: the cores shared out)",
+    )
     r.add_argument("--port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("config")
-    w.add_argument("--index", type=int, required=True)
-    w.add_argument("--count", type=int, required=True)
+    w.add_argument("--plan", required=True, help="the supervisor's plan for this worker (JSON)")
     return p
 
 
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.port is not None:
             os.environ["ESM_HTTP_PORT"] = str(args.port)
         return _run(args.config)
-    return _worker(args.config, args.index, args.count)
+    return _worker(args.config, args.plan)
 
 
 def _validate(path: str) -> int:
@@ -99,7 +102,8 @@ def _run(path: str) -> int:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, process="supervisor")
     try:
-        config = load_config(path, settings)
+        # Handlers are imported by their own workers, in their own environment.
+        config = load_config(path, settings, import_handlers=False)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -110,22 +114,24 @@ def _run(path: str) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _worker(path: str, index: int, count: int) -> int:
+def _worker(path: str, plan_json: str) -> int:
     import uvloop
 
     from runtime.config.loader import ConfigError, load_config
     from runtime.config.settings import Settings
     from runtime.logging import configure_logging
+    from runtime.supervisor.plan import WorkerPlan
     from runtime.worker import EXIT_CONFIG, Worker
 
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format, process=f"worker-{index}")
+    plan = WorkerPlan.from_json(plan_json)
+    configure_logging(settings.log_level, settings.log_format, process=f"worker-{plan.name}")
     fd = os.environ.get("ESM_CONTROL_FD")
     control = socket.socket(fileno=int(fd)) if fd else None
     if control is not None:
         control.setblocking(False)
     try:
-        config = load_config(path, settings)
+        config = load_config(path, settings, import_handlers=False)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         code = EXIT_CONFIG
@@ -134,7 +140,7 @@ def _worker(path: str, index: int, count: int) -> int:
         # and a handler that ignores cancellation would keep the worker alive forever.
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        code = loop.run_until_complete(Worker(config, settings, index, count, control).run())
+        code = loop.run_until_complete(Worker(config, settings, plan, control).run())
     sys.stdout.flush()
     sys.stderr.flush()
     # A stuck handler thread would block a normal interpreter exit; leave at once.

@@ -115,6 +115,23 @@ VISIBILITY_EXTENSIONS = Counter(
 POLLING_ERRORS = Counter(
     "esm_polling_errors", "Failed fetches from the event source (retried with backoff).", _FN
 )
+CHECKPOINT_FAILURES = Counter(
+    "esm_checkpoint_failures",
+    "Checkpoints (Kafka commits) the source did not confirm; they are written again later.",
+    _FN,
+)
+OWNED_UNITS = Gauge(
+    "esm_owned_units",
+    "Work units (Kafka partitions) this mapping's workers own now.",
+    _FN,
+    multiprocess_mode="livesum",
+)
+BATCH_CRASHES = Counter(
+    "esm_batch_crashes",
+    "Batches during which the runtime itself failed (a bug): SQS messages return to the "
+    "queue; for ordered sources the worker restarts from the last checkpoint.",
+    _FN,
+)
 RETRIES = Counter(
     "esm_retried_events",
     "Records retried in place after a failed invocation (Kafka and stream sources).",
@@ -122,10 +139,22 @@ RETRIES = Counter(
 )
 
 WORKER_RESTARTS = Counter(
-    "esm_worker_restarts", "Worker processes restarted by the supervisor.", ("reason",)
+    "esm_worker_restarts",
+    "Worker processes restarted by the supervisor.",
+    ("function_name", "reason"),
 )
 WORKERS_ALIVE = Gauge(
-    "esm_workers_alive", "Worker processes running now.", multiprocess_mode="livemax"
+    "esm_workers_alive",
+    "Worker processes running now.",
+    ("function_name",),
+    multiprocess_mode="livemax",
+)
+WORKER_SHARE = Gauge(
+    "esm_worker_mapping_share",
+    "What the supervisor gave each worker of a mapping: its most concurrent batches (SQS "
+    "pollers and batches; for Kafka, a consumer group member with this many lanes at once).",
+    (*_FN, "worker"),
+    multiprocess_mode="livemax",
 )
 
 
@@ -148,6 +177,9 @@ class MappingMetrics:
     onfailure_delivered: Counter
     destination_delivery_failures: Counter
     retries: Counter
+    checkpoint_failures: Counter
+    owned_units: Gauge
+    batch_crashes: Counter
     batch_size: Histogram
     batch_bytes: Histogram
     inflight: Gauge
@@ -175,6 +207,9 @@ class MappingMetrics:
             onfailure_delivered=ONFAILURE_DELIVERED_EVENTS.labels(*labels),
             destination_delivery_failures=DESTINATION_DELIVERY_FAILURES.labels(*labels),
             retries=RETRIES.labels(*labels),
+            checkpoint_failures=CHECKPOINT_FAILURES.labels(*labels),
+            owned_units=OWNED_UNITS.labels(*labels),
+            batch_crashes=BATCH_CRASHES.labels(*labels),
             batch_size=BATCH_SIZE.labels(*labels),
             batch_bytes=BATCH_BYTES.labels(*labels),
             inflight=INFLIGHT_BATCHES.labels(*labels),

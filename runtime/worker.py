@@ -1,15 +1,22 @@
-"""A worker process: runs its share of every mapping on a uvloop event loop.
+"""A worker process: one function's share of its mappings, on a uvloop event loop.
 
-The supervisor starts ``python -m runtime worker`` with the worker's index and the worker
-count; every worker derives its share of each mapping's concurrency from those two numbers
-(:func:`runtime.pipeline.scaling.split`), so no assignment message is needed.
+The supervisor starts ``python -m runtime worker CONFIG --plan JSON`` with the function's
+environment variables set (and only that function's: each function has worker processes of
+its own) and the plan (:mod:`runtime.supervisor.plan`) saying what this worker holds of each
+of the function's mappings. The worker imports its function's handler (nothing else: the
+handlers of other functions, and source libraries its mappings do not use, are never loaded
+here) and runs one pipeline per mapping:
+
+- SQS: :class:`~runtime.pipeline.queue.QueuePipeline`;
+- Kafka: :class:`~runtime.ordered.pipeline.StreamPipeline` around a
+  :class:`~runtime.sources.kafka.KafkaSource`.
 
 Exit codes tell the supervisor what happened:
 - 0 drained after SIGTERM (or the supervisor went away);
-- 75 (EX_TEMPFAIL) recycle me: a sync handler is stuck past its timeout, so after the other
-  batches finished the process exits and is replaced at once;
+- 75 (EX_TEMPFAIL) recycle me: a sync handler is stuck past its timeout, or the runtime failed
+  around a batch of an ordered unit; replaced at once;
 - 76 the event loop stalled (an async handler blocking it), killed by the watchdog;
-- 78 (EX_CONFIG) the configuration or an event source is unusable.
+- 78 (EX_CONFIG) the handler does not import, or an event source is (or became) unusable.
 """
 
 from __future__ import annotations
@@ -24,27 +31,27 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 
-from runtime.config.resolved import Function, Mapping, RuntimeConfig
+from runtime.config.resolved import Mapping, RuntimeConfig
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
 from runtime.destinations.record import invocation_record
 from runtime.destinations.sender import OnFailureDestination, destination_for
 from runtime.destinations.targets import parse_destination
 from runtime.invoke.environments import EnvironmentPool
+from runtime.invoke.handler import HandlerLoadError
 from runtime.invoke.invoker import Invoker
 from runtime.metrics import MappingMetrics
+from runtime.ordered.flow import FlowLimits
 from runtime.pipeline.failure import KAFKA_RETRY_CAP_WITH_DESTINATION, RetryPolicy
 from runtime.pipeline.filtering import RecordFilter
-from runtime.pipeline.runner import MappingPipeline
-from runtime.pipeline.scaling import ConcurrencyScaler, ScalingPolicy, split
+from runtime.pipeline.scaling import ConcurrencyScaler, ScalingPolicy
 from runtime.sources.aws import AwsClients
-from runtime.sources.base import Source, SourceError
-from runtime.sources.kafka_setup import make_kafka_source
-from runtime.sources.sqs import SqsSource
+from runtime.sources.base import SourceError
+from runtime.supervisor.plan import Share, WorkerPlan
 
 log = structlog.get_logger("runtime.worker")
 
@@ -57,50 +64,10 @@ EXIT_CONFIG = 78
 MAX_POLLERS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
-    """This worker's part of one mapping's concurrency."""
+class Pipeline(Protocol):
+    async def start(self) -> None: ...
 
-    initial: int
-    maximum: int
-
-
-def mapping_share(mapping: Mapping, settings: Settings, index: int, count: int) -> Share | None:
-    """Split a mapping's limits over ``count`` workers; None if this worker gets nothing.
-
-    Mapping shares are rotated by the mapping's position so that small limits do not all land
-    on worker 0. A function's ReservedConcurrentExecutions is split without rotation (it is
-    one limit for all of the function's mappings, see :func:`function_share`) and caps the
-    mapping's share in this worker.
-    """
-    slot = (index + mapping.index) % count
-    maximum = mapping.maximum_concurrency or settings.default_maximum_concurrency
-    share_max = split(maximum, count, slot)
-    reserved = function_share(mapping.function, index, count)
-    if reserved is not None:
-        share_max = min(share_max, reserved)
-    if share_max == 0:
-        return None
-    initial = split(min(settings.scaling_initial_concurrency, maximum), count, slot)
-    return Share(initial=min(share_max, max(1, initial)), maximum=share_max)
-
-
-def function_share(function: Function, index: int, count: int) -> int | None:
-    """This worker's part of the function's ReservedConcurrentExecutions (None: unlimited)."""
-    if function.reserved_concurrency is None:
-        return None
-    return split(function.reserved_concurrency, count, index)
-
-
-async def make_source(
-    m: Mapping, clients: AwsClients, settings: Settings, metrics: MappingMetrics, index: int
-) -> Source:
-    """The broker side of a mapping (no I/O beyond what its settings need)."""
-    if m.source.kind is SourceKind.SQS:
-        return SqsSource(m, clients, settings, metrics)
-    if m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
-        return await make_kafka_source(m, clients, settings, metrics, index)
-    raise SourceError(f"{m.source.kind} sources are not supported yet")
+    async def drain(self, within_seconds: float) -> None: ...
 
 
 def retry_settings(
@@ -138,24 +105,28 @@ def retry_settings(
     return policy, destination
 
 
+def record_filter(m: Mapping) -> RecordFilter | None:
+    return RecordFilter(m.source.kind, list(m.filter_patterns)) if m.filter_patterns else None
+
+
 class Worker:
     def __init__(
         self,
         config: RuntimeConfig,
         settings: Settings,
-        index: int,
-        count: int,
+        plan: WorkerPlan,
         control: socket.socket | None,
     ) -> None:
         self.config = config
         self.settings = settings
-        self.index = index
-        self.count = count
+        self.plan = plan
+        self.function = config.functions[plan.function]
         self._control = control
         self._stop = asyncio.Event()
         self._exit_code = EXIT_OK
-        self._pipelines: list[MappingPipeline] = []
+        self._pipelines: list[Pipeline] = []
         self._last_tick = time.monotonic()
+        self._invoker: Invoker | None = None
 
     # ------------------------------------------------------------------ signals
 
@@ -170,6 +141,15 @@ class Worker:
         log.error("handler stuck; recycling this worker after its other batches", reason=reason)
         self._send({"event": "recycle", "reason": reason})
         self.request_stop(EXIT_RECYCLE, reason)
+
+    def _abort(self, reason: str) -> None:
+        """End the process now: waiting for anything would let work overlap (a stuck handler
+        thread while its unit is handed over)."""
+        log.critical("ending this worker at once", reason=reason, exit_code=EXIT_RECYCLE)
+        self._send({"event": "recycle", "reason": reason})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_RECYCLE)
 
     def _send(self, message: dict[str, object]) -> None:
         if self._control is None:
@@ -189,18 +169,31 @@ class Worker:
         self._start_watchdog()
 
         clients = AwsClients(self.settings)
-        executor = ThreadPoolExecutor(
-            max_workers=max(4, self._thread_budget()), thread_name_prefix="handler"
-        )
+        budget = sum(s.maximum for s in self.plan.shares.values())
+        executor = ThreadPoolExecutor(max_workers=max(4, budget), thread_name_prefix="handler")
         try:
             try:
-                await self._build_pipelines(clients, executor)
+                environments = EnvironmentPool(self.function.handler)
+            except HandlerLoadError as exc:
+                problem = f"functions.{self.function.name}.Handler: {exc}"
+                log.error("handler does not load", problem=problem)
+                self._send({"event": "failed", "problems": [problem]})
+                return EXIT_CONFIG
+            self._invoker = Invoker(
+                self.function,
+                environments,
+                executor,
+                concurrency_limit=self.plan.reserved,
+                on_stuck=self._on_stuck,
+            )
+            try:
+                await self._build_pipelines(clients)
                 await asyncio.gather(*(p.start() for p in self._pipelines))
             except SourceError as exc:
                 log.error("event source unusable", error=str(exc))
                 return EXIT_CONFIG
             self._send({"event": "ready", "pipelines": len(self._pipelines)})
-            log.info("worker ready", mappings=len(self._pipelines))
+            log.info("worker ready", worker=self.plan.name, mappings=len(self._pipelines))
             await self._stop.wait()
             await asyncio.gather(
                 *(p.drain(self.settings.drain_timeout_seconds) for p in self._pipelines)
@@ -213,68 +206,79 @@ class Worker:
         log.info("worker stopped", exit_code=self._exit_code)
         return self._exit_code
 
-    def _thread_budget(self) -> int:
-        total = 0
+    async def _build_pipelines(self, clients: AwsClients) -> None:
         for m in self.config.mappings:
-            share = mapping_share(m, self.settings, self.index, self.count)
-            if share is not None:
-                total += share.maximum
-        return total
+            share = self.plan.shares.get(m.uuid)
+            if m.function.name != self.function.name or not m.enabled or share is None:
+                continue
+            metrics = MappingMetrics.bind(m.function.name, m.uuid)
+            if m.source.kind is SourceKind.SQS:
+                self._pipelines.append(self._queue_pipeline(m, share, clients, metrics))
+            elif m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
+                self._pipelines.append(await self._kafka_pipeline(m, share, clients, metrics))
+            else:
+                raise SourceError(f"{m.source.kind} sources are not supported yet")
 
-    async def _build_pipelines(self, clients: AwsClients, executor: ThreadPoolExecutor) -> None:
-        invokers: dict[str, Invoker] = {}
-        for m in self.config.mappings:
-            if not m.enabled:
-                log.info("mapping disabled", event_source_mapping_uuid=m.uuid)
-                continue
-            share = mapping_share(m, self.settings, self.index, self.count)
-            if share is None:
-                continue
-            fn = m.function
-            if fn.name not in invokers:
-                invokers[fn.name] = Invoker(
-                    fn,
-                    EnvironmentPool(fn.handler),
-                    executor,
-                    concurrency_limit=function_share(fn, self.index, self.count),
-                    on_stuck=self._on_stuck,
-                )
-            metrics = MappingMetrics.bind(fn.name, m.uuid)
-            source = await make_source(m, clients, self.settings, metrics, self.index)
-            # Pull sources scale with their backlog; push sources run one batch per lane at
-            # most, so their limit is simply the ceiling.
-            initial = share.initial if source.mode == "pull" else share.maximum
-            scaler = ConcurrencyScaler(
-                ScalingPolicy(
-                    initial=initial,
-                    maximum=share.maximum,
-                    step=self.settings.scaling_step,
-                    interval_seconds=self.settings.scaling_interval_seconds,
-                    error_cooldown_seconds=self.settings.scaling_error_cooldown_seconds,
-                )
+    def _queue_pipeline(
+        self, m: Mapping, share: Share, clients: AwsClients, metrics: MappingMetrics
+    ) -> Pipeline:
+        from runtime.pipeline.queue import QueuePipeline
+        from runtime.sources.sqs import SqsSource
+
+        assert self._invoker is not None
+        s = self.settings
+        scaler = ConcurrencyScaler(
+            ScalingPolicy(
+                initial=share.initial,
+                maximum=share.maximum,
+                step=s.scaling_step,
+                interval_seconds=s.scaling_interval_seconds,
+                error_cooldown_seconds=s.scaling_error_cooldown_seconds,
             )
-            retry, destination = None, None
-            if source.retries_in_process:
-                retry, destination = retry_settings(m, clients, self.settings)
-            self._pipelines.append(
-                MappingPipeline(
-                    m,
-                    source,
-                    invokers[fn.name],
-                    scaler,
-                    metrics,
-                    max_pollers=MAX_POLLERS,
-                    retry=retry,
-                    destination=destination,
-                    record_builder=invocation_record if destination is not None else None,
-                    record_filter=(
-                        RecordFilter(m.source.kind, list(m.filter_patterns))
-                        if m.filter_patterns
-                        else None
-                    ),
-                    release_filtered_out=m.raw.filtered_out_messages == "Keep",
-                )
-            )
+        )
+        return QueuePipeline(
+            m,
+            SqsSource(m, clients, s, metrics),
+            self._invoker,
+            scaler,
+            metrics,
+            max_pollers=MAX_POLLERS,
+            record_filter=record_filter(m),
+            release_filtered_out=m.raw.filtered_out_messages == "Keep",
+        )
+
+    async def _kafka_pipeline(
+        self, m: Mapping, share: Share, clients: AwsClients, metrics: MappingMetrics
+    ) -> Pipeline:
+        # Imported here: a worker whose mappings are all SQS never loads librdkafka.
+        from runtime.ordered.pipeline import StreamPipeline
+        from runtime.sources.kafka_setup import make_kafka_source
+
+        assert self._invoker is not None
+        invoker = self._invoker
+        s = self.settings
+        retry, destination = retry_settings(m, clients, s)
+        source = await make_kafka_source(m, clients, s, metrics, self.plan.index)
+        return StreamPipeline(
+            m,
+            source,
+            invoker,
+            metrics,
+            concurrency=share.maximum,
+            retry=retry,
+            flow=FlowLimits(
+                max_records=s.unit_buffer_records or max(4 * m.batch_size, 1000),
+                max_bytes=s.unit_buffer_bytes,
+            ),
+            checkpoint_interval=s.kafka_commit_interval_seconds,
+            destination=destination,
+            record_builder=invocation_record if destination is not None else None,
+            record_filter=record_filter(m),
+            abort=self._abort,
+            on_source_failed=lambda reason: self.request_stop(EXIT_CONFIG, reason),
+            on_runtime_error=lambda reason: self.request_stop(EXIT_RECYCLE, reason),
+            stuck_handlers=lambda: invoker.stuck_handlers,
+        )
 
     # ------------------------------------------------------------------ liveness
 
@@ -295,25 +299,20 @@ class Worker:
             await asyncio.sleep(0.5)
 
     def _start_watchdog(self) -> None:
-        longest = max((f.timeout_seconds for f in self.config.functions.values()), default=0)
-        limit = longest + self.settings.worker_stall_timeout_seconds
+        limit = self.function.timeout_seconds + self.settings.worker_stall_timeout_seconds
 
         def watch() -> None:
             while True:
                 time.sleep(1.0)
                 stalled = time.monotonic() - self._last_tick
                 if stalled > limit:
-                    sys.stderr.write(
-                        json.dumps(
-                            {
-                                "event": "event loop stalled; killing worker",
-                                "stalled_seconds": round(stalled, 1),
-                                "worker": self.index,
-                                "level": "critical",
-                            }
-                        )
-                        + "\n"
-                    )
+                    event: dict[str, Any] = {
+                        "event": "event loop stalled; killing worker",
+                        "stalled_seconds": round(stalled, 1),
+                        "worker": self.plan.name,
+                        "level": "critical",
+                    }
+                    sys.stderr.write(json.dumps(event) + "\n")
                     sys.stderr.flush()
                     os._exit(EXIT_STALLED)
 

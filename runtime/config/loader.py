@@ -7,8 +7,11 @@ handler is imported. Only when nothing is wrong does a :class:`RuntimeConfig` co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
+from collections.abc import Mapping as MappingABC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,13 +22,14 @@ from runtime.config.model import EventSourceMappingConfig, FunctionConfig
 from runtime.config.resolved import Function, Mapping, RuntimeConfig, derive_mapping_uuid
 from runtime.config.rules import check_mapping, resolve_source
 from runtime.config.settings import Settings
-from runtime.config.sources import TRAITS
+from runtime.config.sources import TRAITS, EventSource, SourceKind
 from runtime.invoke.handler import HandlerLoadError, load_handler
 
 _TOP_LEVEL = {"functions", "eventSourceMappings"}
 _FUNCTION_PLACEHOLDER = "placeholder-function"
-# Names Lambda reserves for its runtime; here they would also change the runtime's own AWS
-# clients, so a function may not set them.
+# Names Lambda reserves for its runtime, and names that would change the runtime's own AWS
+# clients (endpoints, profiles, credential files, roles, CA bundles, proxies), which share the
+# worker process with the function's handlers: a function may not set them.
 RESERVED_ENVIRONMENT = frozenset(
     {
         "_HANDLER",
@@ -46,8 +50,61 @@ RESERVED_ENVIRONMENT = frozenset(
         "AWS_SESSION_TOKEN",
         "LAMBDA_RUNTIME_DIR",
         "LAMBDA_TASK_ROOT",
+        # The runtime's AWS clients (botocore reads these).
+        "AWS_ENDPOINT_URL",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CA_BUNDLE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_EC2_METADATA_DISABLED",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "AWS_USE_FIPS_ENDPOINT",
+        "AWS_USE_DUALSTACK_ENDPOINT",
+        "AWS_STS_REGIONAL_ENDPOINTS",
+        "PROMETHEUS_MULTIPROC_DIR",
     }
 )
+# Reserved whatever their case or suffix.
+_RESERVED_PREFIXES = ("ESM_", "AWS_ENDPOINT_URL_")
+_RESERVED_ANY_CASE = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"})
+
+
+def is_reserved_variable(name: str) -> bool:
+    return (
+        name in RESERVED_ENVIRONMENT
+        or name.startswith(_RESERVED_PREFIXES)
+        or name.upper() in _RESERVED_ANY_CASE
+    )
+
+
+@contextlib.contextmanager
+def function_environment(variables: MappingABC[str, str]) -> Iterator[None]:
+    """The process environment with a function's variables set, restored afterwards.
+
+    For importing a handler outside its own worker (``validate``): module top levels may read
+    their environment, as on Lambda, but no variable may outlive the import.
+    """
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 _FUNCTION_NAME = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:|\d{12}:function:)?"
     r"(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?$"
@@ -215,10 +272,10 @@ def _load_functions(
 
 def _import_handler(name: str, cfg: FunctionConfig, problems: list[str]) -> None:
     # Handler modules may read their environment at import time, as on Lambda.
-    if cfg.environment:
-        os.environ.update(cfg.environment.variables)
+    variables = cfg.environment.variables if cfg.environment else {}
     try:
-        load_handler(cfg.handler)
+        with function_environment(variables):
+            load_handler(cfg.handler)
     except HandlerLoadError as exc:
         problems.append(f"functions.{name}.Handler: {exc}")
 
@@ -235,7 +292,7 @@ def _load_mappings(
         problems.append("eventSourceMappings: must be a list")
         return []
     mappings: list[Mapping] = []
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str], tuple[int, str]] = {}
     uuids: dict[str, int] = {}
     for i, body in enumerate(raw):
         where = f"eventSourceMappings[{i}]"
@@ -261,15 +318,16 @@ def _load_mappings(
         if own or invalid or source is None or function is None:
             continue
 
-        key = (function.name, source.identity)
+        key = (function.name, source.identity + "|" + ",".join(cfg.topics or []))
+        mapping_uuid = (cfg.uuid or derive_mapping_uuid(function.name, source)).lower()
         if key in seen:
+            first, first_uuid = seen[key]
             problems.append(
-                f"{where}: An event source mapping with event source ({source.identity}) and "
-                f"function ({function.name}) already exists (eventSourceMappings[{seen[key]}])"
+                f"{where}: {duplicate_mapping_message(source, function, first_uuid, cfg.topics)} "
+                f"(eventSourceMappings[{first}])"
             )
             continue
-        seen[key] = i
-        mapping_uuid = (cfg.uuid or derive_mapping_uuid(function.name, source)).lower()
+        seen[key] = (i, mapping_uuid)
         if mapping_uuid in uuids:
             problems.append(
                 f"{where}.UUID: {mapping_uuid} is already used by eventSourceMappings"
@@ -305,23 +363,38 @@ def _load_mappings(
     return mappings
 
 
+def duplicate_mapping_message(
+    source: EventSource, function: Function, existing: str, topics: list[str] | None = None
+) -> str:
+    """Lambda's ResourceConflictException text for a second mapping of one source and function,
+    per source as AWS words it (recorded in the conformance snapshots)."""
+    tail = f"Please update or delete the existing mapping with UUID {existing}"
+    if source.kind is SourceKind.SQS:
+        return (
+            f'An event source mapping with SQS arn (" {source.arn} ") and function '
+            f'(" {function.name} ") already exists. {tail}'
+        )
+    if source.kind in (SourceKind.KINESIS, SourceKind.DYNAMODB):
+        return (
+            f'The event source arn (" {source.arn} ") and function (" {function.name} ") '
+            f"provided mapping already exists. {tail}"
+        )
+    servers = source.arn if source.kind is SourceKind.MSK else source.name.rpartition("/")[0]
+    return (
+        f'An event source mapping with event source ("{servers}"), function '
+        f'("{function.arn}"), topics ("{",".join(topics or [])}") already exists. {tail}'
+    )
+
+
 def _check_environment(functions: dict[str, FunctionConfig], problems: list[str]) -> None:
-    """Functions share worker processes, hence os.environ: a variable must agree everywhere."""
-    owner: dict[str, tuple[str, str]] = {}
+    """Variables a function may not set. Each function runs in worker processes of its own, so
+    two functions may give one variable different values."""
     for name, cfg in functions.items():
         variables = cfg.environment.variables if cfg.environment else {}
-        for key, value in variables.items():
-            if key in RESERVED_ENVIRONMENT or key.startswith("ESM_"):
+        for key in variables:
+            if is_reserved_variable(key):
                 problems.append(
-                    f"functions.{name}.Environment.Variables.{key}: reserved (Lambda's "
-                    "runtime variables and ESM_* settings cannot be set by a function)"
+                    f"functions.{name}.Environment.Variables.{key}: reserved (Lambda's runtime "
+                    "variables, ESM_* settings and the variables that configure the runtime's "
+                    "own AWS clients and proxies cannot be set by a function)"
                 )
-                continue
-            if key in owner and owner[key][1] != value:
-                problems.append(
-                    f"functions.{name}.Environment.Variables.{key}: set to a different value "
-                    f"by function {owner[key][0]!r}; functions share worker processes, so an "
-                    "environment variable must have one value"
-                )
-            else:
-                owner.setdefault(key, (name, value))

@@ -283,3 +283,5 @@ class FunctionConfig(_LambdaShape):
     description: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         default=None, alias="Description"
     )
+    # Runtime extension (not a Lambda field): worker processes of this function per pod.
+    workers: Annotated[Int, Field(ge=1, le=256)] | None = Field(default=None, alias="Workers")

@@ -17,6 +17,23 @@ from runtime.config.sources import EventSource
 MAPPING_UUID_NAMESPACE = uuid.UUID("3f0c6f3e-6b0e-4c54-9a53-5d1b3c0e7a11")
 
 
+def partition_of(region: str) -> str:
+    """The AWS partition a region belongs to (``aws``, ``aws-cn``, ``aws-us-gov``...)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("us-iso-"):
+        return "aws-iso"
+    if region.startswith("us-isob-"):
+        return "aws-iso-b"
+    if region.startswith("eu-isoe-"):
+        return "aws-iso-e"
+    if region.startswith("us-isof-"):
+        return "aws-iso-f"
+    return "aws"
+
+
 def derive_mapping_uuid(function_name: str, source: EventSource) -> str:
     return str(uuid.uuid5(MAPPING_UUID_NAMESPACE, f"{function_name}|{source.identity}"))
 
@@ -31,10 +48,12 @@ class Function:
     reserved_concurrency: int | None
     region: str
     account: str
+    workers: int | None = None  # worker processes per pod (None: the runtime's default)
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
+        partition = partition_of(self.region)
+        return f"arn:{partition}:lambda:{self.region}:{self.account}:function:{self.name}"
 
     @classmethod
     def from_config(cls, name: str, cfg: FunctionConfig, region: str, account: str) -> Function:
@@ -47,6 +66,7 @@ class Function:
             reserved_concurrency=cfg.reserved_concurrent_executions,
             region=region,
             account=account,
+            workers=cfg.workers,
         )
 
 

@@ -14,10 +14,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESM_", extra="ignore", frozen=True)
 
@@ -43,7 +39,13 @@ class Settings(BaseSettings):
     )
 
     # Processes.
-    workers: int = Field(default_factory=_default_workers, ge=1, le=256)
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Worker processes per function (a function's Workers field wins). Unset: "
+        "the usable cores shared out over the functions, at least one each.",
+    )
     drain_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
     worker_restart_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     worker_restart_backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
@@ -96,12 +98,20 @@ class Settings(BaseSettings):
         description="librdkafka fetch.wait.max.ms: lower means lower latency on quiet topics.",
     )
     kafka_commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
-    kafka_revoke_wait_seconds: float = Field(
-        default=5.0,
-        ge=0,
-        le=300,
-        description="On a rebalance, how long in-flight batches of revoked partitions may run "
-        "on before their partitions are handed over (their results are then discarded).",
+
+    # Ordered sources (Kafka; Kinesis and DynamoDB next): per-unit flow control.
+    unit_buffer_records: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Records a work unit (partition, shard) may hold fetched and not yet "
+        "completed before it is paused; resumed at half. Unset: max(4 x BatchSize, 1000).",
+    )
+    unit_buffer_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes (of Lambda-format records) a work unit may hold before it is paused.",
     )
     kafka_tls: bool | None = Field(
         default=None,

@@ -7,7 +7,7 @@ dropped (spec §4.2: a failed delivery adds to ``DestinationDeliveryFailures`` a
 only what is worth caching between sends (a queue URL, a bucket's region), never the record.
 
 Formats (spec §6): SQS and SNS carry the record as compact JSON, exactly as built; S3 gets the
-record plus ``payload`` (the event the function was invoked with) under
+record plus ``payload`` (the event the function was invoked with, as a JSON string) under
 ``aws/lambda/<mapping UUID>/<shard or topic-partition>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid4>``.
 """
 
@@ -68,13 +68,12 @@ def s3_document(record: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]
     """The S3 object's JSON: the record plus ``payload``, keyed the way AWS writes it.
 
     AWS-recorded S3 objects (Kinesis and DynamoDB) have every key of the envelope sorted
-    alphabetically, batch info included, while the payload keeps the event's own order; this
-    reproduces both. ``payload`` is the event as a JSON object: that is what the recorded
-    objects decode to (the recordings cannot tell an object from a JSON string holding it) and
-    what a replay tool can use without a second decode.
+    alphabetically, batch info included; this reproduces it. ``payload`` is the invocation
+    event as an escaped JSON *string* (esm-spec §6.6): the recordings show an object only
+    because the recorder decodes every string that looks like JSON.
     """
     doc: dict[str, Any] = _sorted_keys(record)
-    doc["payload"] = event
+    doc["payload"] = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
     return {k: doc[k] for k in sorted(doc)}
 
 

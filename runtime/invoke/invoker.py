@@ -118,6 +118,8 @@ class Invoker:
         self._executor = executor
         self._sem = asyncio.Semaphore(concurrency_limit) if concurrency_limit is not None else None
         self._on_stuck = on_stuck
+        # Sync handler threads still running past their timeout (they cannot be stopped).
+        self.stuck_handlers = 0
 
     async def invoke(self, event: Any, metrics: MappingMetrics) -> InvocationResult:
         request_id = str(uuid.uuid4())
@@ -195,6 +197,8 @@ class Invoker:
         )
         done, _ = await asyncio.wait({fut}, timeout=limit_seconds)
         if not done:
+            self.stuck_handlers += 1
+            fut.add_done_callback(self._unstuck)
             self._on_stuck(
                 f"sync handler {env.handler.path} still running after its {limit_seconds:.0f}s "
                 "timeout; its thread cannot be stopped"
@@ -202,6 +206,9 @@ class Invoker:
             return False, False, None
         ok, value = fut.result()
         return True, ok, value
+
+    def _unstuck(self, _: object) -> None:
+        self.stuck_handlers -= 1
 
     async def _run_async(
         self, env: Environment, event: Any, context: LambdaContext, limit_seconds: float
@@ -213,6 +220,8 @@ class Invoker:
             done, _ = await asyncio.wait({task}, timeout=_CANCEL_GRACE_SECONDS)
             if not done:
                 task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self.stuck_handlers += 1
+                task.add_done_callback(self._unstuck)
                 self._on_stuck(
                     f"async handler {env.handler.path} ignored cancellation after its "
                     f"{limit_seconds:.0f}s timeout"
@@ -231,7 +240,7 @@ class Invoker:
             return None, None
         try:
             text = json.dumps(value, default=_json_default)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # TypeError, ValueError, RecursionError (too deeply nested)...
             return None, FunctionError("Runtime.MarshalError", f"Unable to marshal response: {exc}")
         if len(text) > MAX_PAYLOAD_BYTES:
             return None, FunctionError(

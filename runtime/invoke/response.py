@@ -5,10 +5,12 @@ item identifier, which each source supplies as a parser (SQS: the messageId stri
 the sequence number string; Kafka: ``{"partition": "topic-N", "offset": n}``).
 
 With ReportBatchItemFailures:
-- success: a null response, an object without ``batchItemFailures`` or with it null or empty;
-- complete failure: a response that is not a JSON object, ``batchItemFailures`` that is not a
-  list, an item without ``itemIdentifier`` (a bad key name), a null or empty identifier, or an
-  identifier that names no record of the batch;
+- success: a null response, an empty JSON array (AWS-recorded as ``empty_list_success`` for
+  Kinesis and DynamoDB Streams), an object without ``batchItemFailures`` or with it null or
+  empty;
+- complete failure: a response that is not a JSON object (nor null, nor ``[]``),
+  ``batchItemFailures`` that is not a list, an item without ``itemIdentifier`` (a bad key
+  name), a null or empty identifier, or an identifier that names no record of the batch;
 - otherwise: exactly the named items failed.
 Without it, whatever the function returns is a success.
 """
@@ -50,7 +52,7 @@ def parse_batch_response(
     parse_identifier: IdentifierParser,
 ) -> BatchOutcome:
     """Interpret a handler's (JSON-decoded) response under ReportBatchItemFailures."""
-    if response is None:
+    if response is None or response == []:
         return SUCCESS
     if not isinstance(response, dict):
         return BatchOutcome(

@@ -43,6 +43,11 @@ class Batcher:
         return len(self._records)
 
     @property
+    def first(self) -> Record | None:
+        """The first record of the open batch (None when empty)."""
+        return self._records[0] if self._records else None
+
+    @property
     def deadline(self) -> float | None:
         """Monotonic time at which the open batch's window ends (None when empty)."""
         if not self._records:

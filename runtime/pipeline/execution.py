@@ -1,6 +1,6 @@
 """Running one batch to its end: invoke, interpret, retry or give up, acknowledge.
 
-Two policies, chosen by the source (data, not code paths in the sources):
+Two policies, chosen by the mapping's source (data, not code paths in the sources):
 - the broker redelivers (SQS): invoke once; succeeded records are acknowledged, failed ones
   are left for the queue to deliver again;
 - retry in place (Kafka, Kinesis, DynamoDB): failed records are retried here, bisected,
@@ -10,12 +10,18 @@ Two policies, chosen by the source (data, not code paths in the sources):
   destination it is logged with its coordinates and counted as dropped.
 
 Whatever the policy: in a lane, a failure also fails every later record of the lane
-(:func:`split_by_outcome`).
+(:func:`split_by_outcome`); and whatever an invocation raises inside the runtime (building the
+event, marshalling, parsing the response), the batch ends as a function error with a message
+saying what happened, so its records are never left unacknowledged and unretried.
+
+Ownership (:class:`Acknowledger`): for ordered sources, work may start only while the batch's
+unit is owned. The check runs before every invocation, every retry and every destination
+send; a backoff ends early when the unit is handed off. Results of work whose unit was lost
+are given to the acknowledger, which drops them (their records belong to the next owner).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import uuid
@@ -26,7 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from runtime.config.resolved import Mapping
-from runtime.invoke.invoker import InvocationResult, Invoker
+from runtime.invoke.invoker import FunctionError, InvocationResult, Invoker
 from runtime.invoke.response import SUCCESS, BatchOutcome, OutcomeKind, parse_batch_response
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.failure import (
@@ -39,11 +45,13 @@ from runtime.pipeline.failure import (
     split_expired,
 )
 from runtime.pipeline.records import MAX_PAYLOAD_BYTES, Batch, Record
-from runtime.sources.base import Source
+from runtime.sources.base import EventShape, FailureShape
 
 log = structlog.get_logger("runtime.pipeline")
 
 _DESTINATION_BACKOFF = (0.5, 30.0)
+# Lambda's error type for a failure of the runtime around the handler.
+RUNTIME_UNKNOWN = "Runtime.Unknown"
 
 
 class Destination(Protocol):
@@ -52,11 +60,25 @@ class Destination(Protocol):
     ) -> None: ...
 
 
+class Acknowledger(Protocol):
+    """Where a batch's records go when execution is done with them, and who owns them."""
+
+    def may_start(self, records: list[Record]) -> bool:
+        """Whether new work (invocation, retry, destination send) on these records may start."""
+
+    async def wait(self, records: list[Record], seconds: float) -> bool:
+        """Back off; return early, False, when the records' unit is handed off meanwhile."""
+
+    async def settle(self, succeeded: list[Record], failed: list[Record]) -> None:
+        """Acknowledge ``succeeded`` (delete, complete for the checkpoint); let ``failed``
+        come back (queue sources only: retrying sources never settle a failure)."""
+
+
 RecordBuilder = Callable[..., dict[str, Any]]
 
 
 def outcome_of(
-    result: InvocationResult, records: list[Record], mapping: Mapping, source: Source
+    result: InvocationResult, records: list[Record], mapping: Mapping, shape: EventShape
 ) -> BatchOutcome:
     """What an invocation result means for its batch (esm-spec §2)."""
     if result.error is not None:
@@ -64,7 +86,7 @@ def outcome_of(
     if not mapping.report_batch_item_failures:
         return SUCCESS
     return parse_batch_response(
-        result.response, {r.item_id for r in records}, source.parse_identifier
+        result.response, {r.item_id for r in records}, shape.parse_identifier
     )
 
 
@@ -99,35 +121,42 @@ def event_size(event: dict[str, Any]) -> int:
     return len(json.dumps(event, separators=(",", ":")))
 
 
+def unit_name(records: list[Record], default: str) -> str:
+    """The work unit of a batch (shard id, "topic-partition") for S3 keys and logs."""
+    unit = records[0].unit if records else None
+    return default if unit is None else str(unit)
+
+
 class BatchExecution:
     """Executes batches of one mapping (one instance per pipeline)."""
 
     def __init__(
         self,
         mapping: Mapping,
-        source: Source,
+        shape: EventShape,
         invoker: Invoker,
         metrics: MappingMetrics,
+        acks: Acknowledger,
         *,
-        retry: RetryPolicy | None,
-        destination: Destination | None,
-        record_builder: RecordBuilder | None,
-        on_function_error: Callable[[], None],
-        stopping: Callable[[], bool],
+        retry: RetryPolicy | None = None,
+        failure_shape: FailureShape | None = None,
+        destination: Destination | None = None,
+        record_builder: RecordBuilder | None = None,
+        on_function_error: Callable[[], None] = lambda: None,
     ) -> None:
         self.mapping = mapping
-        self._source = source
+        self._shape = shape
         self._invoker = invoker
         self._metrics = metrics
+        self._acks = acks
         self._retry = retry
+        self._failure_shape = failure_shape
         self._destination = destination
         self._record_builder = record_builder
         self._on_function_error = on_function_error
-        self._stopping = stopping
         self._log = log.bind(
             event_source_mapping_uuid=mapping.uuid, function_name=mapping.function.name
         )
-        self._ack_counter = getattr(metrics, source.ack_metric)
 
     async def run(self, batch: Batch) -> None:
         if self._retry is None:
@@ -139,8 +168,7 @@ class BatchExecution:
 
     async def _run_once(self, records: list[Record]) -> None:
         _, succeeded, failed = await self._invoke(records)
-        acked = await self._source.complete(succeeded, failed)
-        self._ack_counter.inc(acked)
+        await self._acks.settle(succeeded, failed)
 
     # ------------------------------------------------------------- retry in place
 
@@ -149,26 +177,33 @@ class BatchExecution:
         last_request_id: str | None = None
         while work:
             attempt = work.popleft()
-            if self._stopping() and attempt.invocations:
-                # Shutting down mid-retry: leave the rest unacknowledged; the next owner of
-                # the lane starts again from the last checkpoint.
+            if not self._acks.may_start(attempt.records):
+                self._handed_off(attempt.records)
                 return
             expired, live = split_expired(attempt.records, policy)
-            if expired:
-                await self._give_up(expired, RECORD_AGE_EXCEEDED, attempt, last_request_id)
+            # Lambda counts the invocation that did not happen: records that expire before
+            # their first invocation report approximateInvokeCount 1 (recorded).
+            if expired and not await self._give_up(
+                expired,
+                RECORD_AGE_EXCEEDED,
+                attempt,
+                last_request_id,
+                invoke_count=max(1, attempt.invocations),
+            ):
+                return
             if not live:
                 continue
             attempt.records = live
-            size = event_size(self._source.build_event(live)) if len(live) == 1 else 0
-            if size > MAX_PAYLOAD_BYTES:
-                await self._give_up(live, MAXIMUM_PAYLOAD_SIZE_EXCEEDED, attempt, None)
+            if len(live) == 1 and self._event_size(live) > MAX_PAYLOAD_BYTES:
+                if not await self._give_up(live, MAXIMUM_PAYLOAD_SIZE_EXCEEDED, attempt, None):
+                    return
                 continue
             result, succeeded, failed = await self._invoke(live)
             attempt.invocations += 1
             attempt.function_error = result.error is not None
             last_request_id = result.request_id
             if succeeded:
-                self._ack_counter.inc(await self._source.complete(succeeded, []))
+                await self._acks.settle(succeeded, [])
             if not failed:
                 continue
             decision = after_failure(
@@ -181,35 +216,59 @@ class BatchExecution:
                     return
                 continue
             self._metrics.retries.inc(len(failed))
-            if decision.delay:
-                await asyncio.sleep(decision.delay)
+            if decision.delay and not await self._acks.wait(failed, decision.delay):
+                self._handed_off(failed)
+                return
             work.extendleft(reversed(decision.parts))
 
+    def _event_size(self, records: list[Record]) -> int:
+        try:
+            return event_size(self._shape.build_event(records))
+        except Exception:
+            return 0  # the invocation reports what is wrong with building the event
+
+    def _handed_off(self, records: list[Record]) -> None:
+        # Nothing after a failure of a lane was acknowledged, so dropping the failed records
+        # drops the rest of the batch too: the unit's next owner reads them again.
+        self._log.info(
+            "unit handed off; its next owner takes the rest of the batch",
+            unit=unit_name(records, self.mapping.source.identity),
+            first=str(records[0].item_id),
+        )
+
     async def _give_up(
-        self, records: list[Record], condition: str, attempt: Attempt, request_id: str | None
+        self,
+        records: list[Record],
+        condition: str,
+        attempt: Attempt,
+        request_id: str | None,
+        *,
+        invoke_count: int | None = None,
     ) -> bool:
         """Hand ``records`` to the on-failure destination (or drop them), then acknowledge.
 
-        Returns False when shutdown interrupted a destination that kept failing: the records
-        stay unacknowledged, so they are not lost.
+        Returns False when the records' unit was handed off before the destination confirmed
+        the write: they stay unacknowledged, so the next owner gets them again.
         """
-        event = self._source.build_event(records)
-        unit = self._source.unit_of(records)
+        count = attempt.invocations if invoke_count is None else invoke_count
+        unit = unit_name(records, self.mapping.source.identity)
         coordinates = {
             "unit": unit,
             "condition": condition,
             "records": len(records),
-            "approximate_invoke_count": attempt.invocations,
+            "approximate_invoke_count": count,
             "first": str(records[0].item_id),
             "last": str(records[-1].item_id),
         }
         if self._destination is not None and self._record_builder is not None:
-            key, info = self._source.batch_info(records, event_size(event))
+            assert self._failure_shape is not None
+            event = self._failure_shape.build_event(records)
+            key, info = self._failure_shape.batch_info(records, event_size(event))
             record = self._record_builder(
                 request_id=request_id or str(uuid.uuid4()),
                 function_arn=self.mapping.function.arn,
                 condition=condition,
-                approximate_invoke_count=attempt.invocations,
+                approximate_invoke_count=count,
                 # Lambda's records: "Unhandled" after a function error, null after partial
                 # batch failures (and for the other conditions, which the builder shapes).
                 function_error="Unhandled" if attempt.function_error else None,
@@ -219,6 +278,8 @@ class BatchExecution:
             )
             delay = _DESTINATION_BACKOFF[0]
             while True:
+                if not self._acks.may_start(records):
+                    return False
                 try:
                     await self._destination.send(
                         record, event=event, mapping_uuid=self.mapping.uuid, unit=unit
@@ -232,21 +293,22 @@ class BatchExecution:
                         retry_in=delay,
                         **coordinates,
                     )
-                    if self._stopping():
+                    if not await self._acks.wait(records, delay):
                         return False
-                    await asyncio.sleep(delay)
                     delay = min(delay * 2, _DESTINATION_BACKOFF[1])
             self._metrics.onfailure_delivered.inc(len(records))
             self._log.warning(
                 "batch given up and sent to the on-failure destination", **coordinates
             )
         else:
+            if not self._acks.may_start(records):
+                return False
             self._metrics.dropped.inc(len(records))
             self._log.error(
                 "batch given up without an on-failure destination: records dropped",
                 **coordinates,
             )
-        self._ack_counter.inc(await self._source.complete(records, []))
+        await self._acks.settle(records, [])
         return True
 
     # ------------------------------------------------------------- one invocation
@@ -255,11 +317,27 @@ class BatchExecution:
         self, records: list[Record]
     ) -> tuple[InvocationResult, list[Record], list[Record]]:
         m = self._metrics
-        event = self._source.build_event(records)
         m.batch_size.observe(len(records))
         m.invoked.inc(len(records))
-        result = await self._invoker.invoke(event, m)
-        outcome = outcome_of(result, records, self.mapping, self._source)
+        try:
+            event = self._shape.build_event(records)
+            result = await self._invoker.invoke(event, m)
+            outcome = outcome_of(result, records, self.mapping, self._shape)
+        except Exception as exc:
+            # A failure of the runtime around the handler: the batch fails as a function
+            # error would, so the failure policy (redelivery, retries) applies to it.
+            m.errors.inc()
+            result = InvocationResult(
+                str(uuid.uuid4()),
+                None,
+                FunctionError(
+                    RUNTIME_UNKNOWN,
+                    f"the runtime failed to invoke the function: {type(exc).__name__}: "
+                    f"{str(exc)[:500]}",
+                ),
+                0.0,
+            )
+            outcome = BatchOutcome(OutcomeKind.FAILURE, reason=RUNTIME_UNKNOWN)
         succeeded, failed = split_by_outcome(outcome, records)
         if failed:
             m.failed_invoke.inc(len(failed))

@@ -20,7 +20,7 @@ when a batch comes back.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 from runtime.pipeline.records import Batch
@@ -91,12 +91,12 @@ class LaneQueue:
         for i, part in enumerate(parts):
             bisect.insort(self._waiting, _Waiting((*entry.position, i), part, lanes_of(part)))
 
-    def discard_lanes(self, lanes: set[Hashable]) -> list[Batch]:
-        """Remove and return the waiting batches that touch any of ``lanes`` (revoked)."""
+    def discard(self, which: Callable[[Batch], bool]) -> list[Batch]:
+        """Remove and return the waiting batches ``which`` selects (their unit was revoked)."""
         keep: list[_Waiting] = []
         gone: list[_Waiting] = []
         for entry in self._waiting:
-            (keep if entry.lanes.isdisjoint(lanes) else gone).append(entry)
+            (gone if which(entry.batch) else keep).append(entry)
         self._waiting = keep
         return [e.batch for e in gone]
 

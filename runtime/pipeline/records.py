@@ -4,6 +4,11 @@ A :class:`Record` is built once by its source, already in the shape the handler 
 its JSON size computed once: everything after the source only moves references around. The
 ``ack`` token is opaque to the pipeline (an SQS receipt handle, a Kafka offset, a stream
 sequence number) and goes back to the source that made it.
+
+Records of ordered sources also name their work ``unit`` (a Kafka partition, a shard) and the
+ownership ``token`` under which they were fetched (an assignment epoch, a lease counter): work
+done under a token the worker no longer holds is dropped, never acknowledged
+(:mod:`runtime.ordered.ownership`).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ class Record:
     payload: dict[str, Any]  # the record as the handler sees it (one element of the event)
     size: int  # bytes this record adds to the JSON event
     item_id: Hashable  # what a batchItemFailures itemIdentifier names (SQS: messageId)
-    ack: Any  # source-specific acknowledgement token
+    ack: Any  # source-specific acknowledgement token (ordered sources: the position)
     lane: Hashable | None = None  # ordering key; None = unordered
     timestamp_ms: float = 0.0  # when the source stored it (epoch ms; 0 = unknown), for ages
+    unit: Hashable | None = None  # ordered sources: the work unit (partition, shard)
+    token: int = 0  # ordered sources: the ownership token the record was fetched under
 
 
 @dataclass(slots=True)

@@ -1,27 +1,31 @@
-"""What the pipeline needs from an event source, and nothing more.
+"""What the pipeline needs from an event source: two shapes of source, sharing one execution.
 
-A source knows its broker: it fetches records already shaped as the handler will see them,
-wraps a batch in the source's event envelope, and acknowledges (or gives back) records when the
-pipeline is done with them. Filtering, batching, ordering, invocation and the failure policy
-are the pipeline's, shared by every source.
+A source knows its broker and its data, nothing else. Filtering, batching, ordering,
+invocation, the failure policy and destinations are the pipeline's, shared by every source.
 
-Two ways of fetching:
-- *pull* (SQS): the pipeline's pollers call :meth:`Source.fetch` while it has capacity;
-- *push* (Kafka, later Kinesis): the source fetches on its own (a consumer thread, shard
-  iterators), hands records to its :class:`RecordSink`, and throttles itself per lane
-  (pauses a partition whose records are not being consumed fast enough), so one slow lane
-  never stops the others.
+- A **queue source** (SQS) is pulled: the pipeline's pollers call :meth:`QueueSource.fetch`
+  while there is capacity; the broker redelivers what was not acknowledged, so the source
+  acknowledges (deletes) succeeded records and lets failed ones come back.
+- An **ordered source** (Kafka; Kinesis and DynamoDB Streams next) hands out *work units*
+  (partitions, shards) that one consumer owns at a time, under a *token* (an assignment epoch,
+  a lease counter). It tells the core (:class:`UnitSink`, implemented by
+  :mod:`runtime.ordered.pipeline`) when units come and go, delivers records stamped with
+  their unit and token, pauses and resumes units on request, and writes the checkpoints the
+  core asks for, saying which were confirmed. Failed records are retried by the runtime in
+  place, so it also describes a batch for on-failure destination records.
 
-Sources whose records are retried in place (Kafka, Kinesis, DynamoDB: ``retries_in_process``)
-also describe a batch for on-failure destination records.
+Both shapes supply the same event data (:class:`EventShape`): the envelope, the identifier
+parser of partial batch responses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from runtime.invoke.response import IdentifierParser
+from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
 
 
@@ -29,64 +33,103 @@ class SourceError(Exception):
     """A problem with the event source itself (missing queue, bad setting): shown to the user."""
 
 
-class RecordSink(Protocol):
-    """The pipeline, as a push source sees it. Called on the event loop only."""
-
-    def accept(self, records: list[Record]) -> None:
-        """New records, in fetch order per lane."""
-
-    async def revoke(self, lanes: set[Hashable], wait_seconds: float) -> None:
-        """The source no longer owns ``lanes``: drop their waiting records, and wait up to
-        ``wait_seconds`` for their in-flight batches to finish."""
-
-
-class Source(Protocol):
-    mode: Literal["pull", "push"]
-    # Batch records per lane (a Kafka partition) rather than in one stream (an SQS queue).
-    batch_per_lane: bool
-    # Failed records are retried here (streams, Kafka), not redelivered by the broker (SQS).
-    retries_in_process: bool
+class EventShape(Protocol):
     # Bytes of the event envelope around the records (e.g. ``{"Records":[]}``).
     envelope_bytes: int
-    # Most records one fetch can return (pull sources).
-    max_fetch: int
     # Turns a batchItemFailures itemIdentifier into a Record.item_id (None if malformed).
     parse_identifier: IdentifierParser
-    # Prometheus counter the acknowledgements count in (SQS: deleted; Kafka: committed).
-    ack_metric: str
-    # On shutdown, invoke records already fetched (SQS: they are invisible until then) rather
-    # than leaving them for the next owner (Kafka: they are simply read again).
-    invoke_fetched_on_drain: bool
-
-    async def start(self, sink: RecordSink) -> None:
-        """Connect and check the source; raise SourceError with a clear message if unusable.
-        Push sources start delivering to ``sink``."""
-
-    async def check(self) -> None:
-        """Pre-flight check by the supervisor: reachable and usable, or SourceError."""
-
-    async def fetch(self, max_records: int) -> list[Record]:
-        """Pull sources: wait for records (long poll); return [] if none came."""
-
-    def stop_fetching(self) -> None:
-        """Shutdown begins: fetch nothing more (push sources pause everything)."""
 
     def build_event(self, records: list[Record]) -> dict[str, Any]:
         """The event a handler receives for these records."""
+
+
+class FailureShape(EventShape, Protocol):
+    """Sources whose given-up batches go to an on-failure destination."""
+
+    def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:
+        """The ``*BatchInfo`` key and block of an on-failure record."""
+
+
+class QueueSource(EventShape, Protocol):
+    # Most records one fetch can return.
+    max_fetch: int
+
+    async def check(self) -> None:
+        """Reachable and usable, or SourceError (also the supervisor's pre-flight check)."""
+
+    async def start(self) -> None:
+        """Connect and check; raise SourceError with a clear message if unusable."""
+
+    async def fetch(self, max_records: int) -> list[Record]:
+        """Wait for records (long poll); return [] if none came."""
 
     async def complete(self, succeeded: list[Record], failed: list[Record]) -> int:
         """Acknowledge ``succeeded``; let ``failed`` be delivered again. Return records acked."""
 
     async def release(self, records: list[Record], delay_seconds: int = 0) -> None:
-        """Give back records that were fetched but will not be invoked (shutdown, or SQS
-        messages filtered out under ``FilteredOutMessages: Keep``), visible again after
-        ``delay_seconds``."""
+        """Give back records fetched but not invoked (shutdown, or filtered out under
+        ``FilteredOutMessages: Keep``), visible again after ``delay_seconds``."""
 
     async def close(self) -> None:
-        """Stop background work, commit what is complete, free connections."""
+        """Stop background work and free connections."""
 
-    def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:
-        """The ``*BatchInfo`` block of an on-failure record (retrying sources)."""
 
-    def unit_of(self, records: list[Record]) -> str:
-        """The work unit of these records (shard id, "topic-partition") for S3 keys and logs."""
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A unit the source now owns: from ``confirmed`` (the last checkpointed position; None
+    when the unit has no checkpoint yet) on, under ``token``."""
+
+    unit: Hashable
+    token: int
+    confirmed: int | None
+
+
+class UnitSink(Protocol):
+    """The ordered-unit core, as a source sees it. Called on the event loop only."""
+
+    def assigned(self, units: list[Assignment]) -> None:
+        """These units are ours from now on (records stamped with their token follow)."""
+
+    async def revoke(self, units: set[Hashable], *, lost: bool = False) -> list[Checkpoint]:
+        """These units are being handed over. Nothing new starts for them; running
+        invocations finish (bounded by the function's timeout). Returns the final checkpoints
+        to write before the hand-off completes ([] when ``lost``: someone else may own them
+        already, so nothing may be written). Report their results with :meth:`confirm`."""
+
+    def confirm(self, results: list[CheckpointResult]) -> None:
+        """Which checkpoints the source wrote (and the broker confirmed)."""
+
+    def accept(self, records: list[Record]) -> None:
+        """New records, in fetch order per unit, stamped with unit and token."""
+
+    def source_failed(self, reason: str) -> None:
+        """The source cannot go on (its consumer died): drain and let the worker restart."""
+
+
+class OrderedSource(FailureShape, Protocol):
+    async def check(self) -> None:
+        """Reachable and usable, or SourceError (the supervisor's pre-flight check)."""
+
+    async def start(self, sink: UnitSink) -> None:
+        """Connect, check and start delivering to ``sink``; SourceError if unusable."""
+
+    def pause(self, units: list[Hashable]) -> None:
+        """Stop fetching these units (flow control)."""
+
+    def resume(self, units: list[Hashable]) -> None:
+        """Fetch these units again."""
+
+    def stop_fetching(self) -> None:
+        """Shutdown begins: deliver nothing more."""
+
+    async def write_checkpoints(self, checkpoints: list[Checkpoint]) -> list[CheckpointResult]:
+        """Write checkpoints of owned units; say, per checkpoint, whether it was confirmed."""
+
+    async def read_lag(self, confirmed: dict[Hashable, int | None]) -> dict[Hashable, float]:
+        """How far behind each unit is, measured from its confirmed checkpoint."""
+
+    def lag_gauge(self, unit: Hashable) -> Any:
+        """The gauge (labelled child) that shows a unit's lag (OffsetLag, IteratorAge)."""
+
+    async def close(self) -> None:
+        """Stop the consumer and free connections (final checkpoints are already written)."""

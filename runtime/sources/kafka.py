@@ -1,23 +1,26 @@
-"""Self-managed Apache Kafka and Amazon MSK as an event source (a push source).
+"""Self-managed Apache Kafka and Amazon MSK as an ordered source: broker code only.
 
 Each worker runs one consumer per Kafka mapping, all in the mapping's consumer group (default:
 the mapping UUID), so partitions spread over workers and pods by the group protocol
-(cooperative-sticky). A partition is a lane: its batches run one at a time, in offset order.
+(cooperative-sticky). A partition is a work unit of the ordered core
+(:mod:`runtime.ordered.pipeline`), which owns everything beyond the broker: ownership,
+checkpoints, flow control, hand-offs. This module only
 
-Threads: confluent-kafka's consumer blocks, so it lives on its own thread, which consumes,
-builds Lambda-shaped records and hands them to the event loop; the loop owns every piece of
-partition state (epochs, offset trackers), so nothing is shared across threads except a
-queue of requests the loop sends the consumer thread (pause, resume, commit).
+- runs the consumer on its own thread (confluent-kafka blocks; only that thread ever calls
+  the consumer, since concurrent calls from the event loop deadlocked), building Lambda-shaped
+  records (:mod:`runtime.sources.kafka_records`) stamped with their partition and the
+  partition's *assignment epoch* (its ownership token: every assignment is a new epoch);
+- reports assignments, and, in the revoke callback, asks the core for the final checkpoints,
+  commits them synchronously and reports the broker's answer before the partitions go;
+- commits checkpoints on request (synchronously, on the consumer thread, so every result is
+  the broker's), pauses and resumes partitions, reads watermarks for OffsetLag.
 
-Delivery guarantees:
-- offsets are committed only past the contiguous prefix of completed records, throttled
-  (``ESM_KAFKA_COMMIT_INTERVAL_SECONDS``) and forced, synchronously, on revoke and shutdown;
-- each assignment of a partition is an *epoch*: a batch of a partition that was revoked in
-  the meantime completes into nothing (its records belong to the next owner, which resumes
-  from the last commit), so no offset is ever committed for a partition this consumer does
-  not own;
-- a partition whose records pile up (slow handler) is paused on its own; the consumer keeps
-  polling, so other partitions, heartbeats and rebalances go on.
+A partition assigned again is explicitly resumed: librdkafka keeps an application pause
+across unassign/assign, so a partition paused for flow control, revoked and assigned again
+would otherwise never be read again.
+
+If the consumer thread fails, it tells the core (which drains the worker) and keeps serving
+requests (the final commits) until it is told to stop.
 """
 
 from __future__ import annotations
@@ -27,20 +30,19 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from runtime.config.model import StartingPosition
 from runtime.config.resolved import Mapping
 from runtime.config.settings import Settings
 from runtime.invoke.response import IdentifierParser
 from runtime.metrics import OFFSET_LAG, MappingMetrics
-from runtime.pipeline.offsets import OffsetTracker
+from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
-from runtime.sources.base import RecordSink, SourceError
+from runtime.sources.base import Assignment, SourceError, UnitSink
 from runtime.sources.kafka_auth import redacted
 from runtime.sources.kafka_records import (
     envelope_size,
@@ -56,28 +58,16 @@ log = structlog.get_logger("runtime.sources.kafka")
 
 _CONSUME_BATCH = 1000
 _CONSUME_TIMEOUT = 0.05
+_CALLBACK_GRACE_SECONDS = 30.0
 
 
-@dataclass
-class _Partition:
-    """Loop-side state of one assigned partition (one epoch)."""
-
-    topic: str
-    partition: int
-    epoch: int
-    tracker: OffsetTracker = field(default_factory=OffsetTracker)
-    committed: int = -1  # next offset to read, as last committed (-1: none)
-    reported: int = 0  # tracker.passed already counted in CommittedEventCount
-    paused: bool = False
+def topic_partition(unit: Hashable, offset: int = -1001) -> TopicPartition:
+    """The TopicPartition of a unit named ``topic-N``."""
+    topic, _, part = str(unit).rpartition("-")
+    return TopicPartition(topic, int(part), offset)
 
 
 class KafkaSource:
-    mode: Literal["pull", "push"] = "push"
-    batch_per_lane = True
-    retries_in_process = True
-    ack_metric = "committed"
-    invoke_fetched_on_drain = False  # uncommitted records are read again by the next owner
-    max_fetch = _CONSUME_BATCH
     parse_identifier: IdentifierParser = staticmethod(kafka_identifier)
 
     def __init__(
@@ -104,19 +94,16 @@ class KafkaSource:
         self._client_id = client_id
         self.envelope_bytes = envelope_size(bootstrap_servers, event_source_arn)
         self._consumer: Any = None
-        self._sink: RecordSink | None = None
+        self._sink: UnitSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._requests: queue.SimpleQueue[Callable[[Any], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._partitions: dict[str, _Partition] = {}
-        self._lane_names: dict[tuple[str, int], str] = {}
-        self._epoch = 0
-        self._draining = False
-        self._ticker: asyncio.Task[None] | None = None
-        bs = mapping.batch_size
-        self._pause_at = max(4 * bs, 1000)
-        self._resume_at = self._pause_at // 2
+        # Consumer-thread state: the epoch of each assigned partition, and whether polling
+        # failed. Only the consumer thread reads or writes these.
+        self._epochs: dict[tuple[str, int], int] = {}
+        self._next_epoch = 0
+        self._failed = False
 
     # ------------------------------------------------------------------ config
 
@@ -134,7 +121,13 @@ class KafkaSource:
             "session.timeout.ms": s.kafka_session_timeout_ms,
             "heartbeat.interval.ms": max(100, s.kafka_session_timeout_ms // 3),
             "fetch.wait.max.ms": s.kafka_fetch_wait_max_ms,
-            "max.poll.interval.ms": max(300_000, s.kafka_session_timeout_ms),
+            # A revoke may wait for a running invocation (up to the function's timeout): the
+            # group must not drop this member meanwhile.
+            "max.poll.interval.ms": max(
+                300_000,
+                s.kafka_session_timeout_ms,
+                int((self.mapping.function.timeout_seconds + _CALLBACK_GRACE_SECONDS) * 2000),
+            ),
             **self._security,
             **s.kafka_consumer_config,
         }
@@ -142,12 +135,10 @@ class KafkaSource:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, sink: RecordSink | None = None) -> None:
-        assert sink is not None, "a push source needs a sink"
+    async def start(self, sink: UnitSink) -> None:
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         conf = self.consumer_config()
-        # Passwords, private keys and client certificates are masked.
         log.info("kafka consumer", settings=redacted(conf))
         try:
             self._consumer = Consumer(conf, logger=None)
@@ -164,7 +155,6 @@ class KafkaSource:
             target=self._consume_loop, name=f"kafka-{self.mapping.uuid[:8]}", daemon=True
         )
         self._thread.start()
-        self._ticker = asyncio.create_task(self._tick(), name="kafka-commit")
 
     async def check(self) -> None:
         """Pre-flight (supervisor): the brokers answer and the topic exists."""
@@ -194,43 +184,91 @@ class KafkaSource:
             )
 
     def stop_fetching(self) -> None:
-        """Shutdown: deliver nothing more; what was delivered is invoked and committed."""
-        self._draining = True
         self._request(lambda c: c.pause(c.assignment()))
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
         if self._thread is None:
             return
-        self._draining = True
-        final = self._commit_positions()
-        done = threading.Event()
-
-        def finish(consumer: Any) -> None:
-            if final:
-                self._commit_sync(consumer, final, "shutdown")
-            self._stop.set()
-            done.set()
-
-        self._request(finish)
+        self._request(lambda _: self._stop.set())
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._thread.join, 30)
-        for p in self._partitions.values():
-            self._lag_gauge(p).set(0)
-        self._partitions.clear()
+        await loop.run_in_executor(None, self._thread.join, _CALLBACK_GRACE_SECONDS)
 
-    # ------------------------------------------------------------------ consumer thread
+    # ------------------------------------------------------------------ requests (loop side)
 
     def _request(self, fn: Callable[[Any], None]) -> None:
         self._requests.put(fn)
 
+    def _call(self, fn: Callable[[Any], Any]) -> asyncio.Future[Any]:
+        """Run ``fn(consumer)`` on the consumer thread; its result (or error) comes back."""
+        assert self._loop is not None
+        loop = self._loop
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not fut.done():
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+        def run(consumer: Any) -> None:
+            try:
+                value = fn(consumer)
+            except Exception as exc:
+                loop.call_soon_threadsafe(settle, False, exc)
+            else:
+                loop.call_soon_threadsafe(settle, True, value)
+
+        if self._thread is None or not self._thread.is_alive():
+            fut.set_exception(SourceError("the Kafka consumer is not running"))
+        else:
+            self._request(run)
+        return fut
+
+    def pause(self, units: list[Hashable]) -> None:
+        tps = [topic_partition(u) for u in units]
+        self._request(lambda c: _quietly(c.pause, tps))
+
+    def resume(self, units: list[Hashable]) -> None:
+        tps = [topic_partition(u) for u in units]
+        self._request(lambda c: _quietly(c.resume, tps))
+
+    async def write_checkpoints(self, checkpoints: list[Checkpoint]) -> list[CheckpointResult]:
+        try:
+            result: list[CheckpointResult] = await self._call(
+                lambda c: self._commit(c, checkpoints)
+            )
+        except Exception as exc:
+            return [CheckpointResult(cp, repr(exc)[:300]) for cp in checkpoints]
+        return result
+
+    async def read_lag(self, confirmed: dict[Hashable, int | None]) -> dict[Hashable, float]:
+        def read(consumer: Any) -> dict[Hashable, float]:
+            out: dict[Hashable, float] = {}
+            for unit, last in confirmed.items():
+                with contextlib.suppress(Exception):
+                    low, high = consumer.get_watermark_offsets(topic_partition(unit), cached=True)
+                    if high >= 0:
+                        base = last + 1 if last is not None else low
+                        out[unit] = float(max(0, high - base))
+            return out
+
+        lags: dict[Hashable, float] = await self._call(read)
+        return lags
+
+    def lag_gauge(self, unit: Hashable) -> Any:
+        tp = topic_partition(unit)
+        return OFFSET_LAG.labels(
+            self.mapping.function.name, self.mapping.uuid, tp.topic, str(tp.partition)
+        )
+
+    # ------------------------------------------------------------------ consumer thread
+
     def _consume_loop(self) -> None:
         consumer = self._consumer
         loop = self._loop
-        assert loop is not None
+        sink = self._sink
+        assert loop is not None and sink is not None
         try:
             while not self._stop.is_set():
                 while True:
@@ -240,20 +278,25 @@ class KafkaSource:
                         break
                 if self._stop.is_set():
                     break
-                # Wait for the first message only, then take whatever else is ready without
-                # waiting: consume(n, timeout) would hold every record until n arrived or the
-                # timeout passed (up to 50 ms of added latency on a steady stream).
-                first = consumer.poll(_CONSUME_TIMEOUT)
-                if first is None:
+                if self._failed:
+                    self._stop.wait(_CONSUME_TIMEOUT)
                     continue
-                messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
-                if messages:
+                try:
+                    # Wait for the first message only, then take whatever else is ready
+                    # without waiting: consume(n, timeout) would hold every record until n
+                    # arrived or the timeout passed.
+                    first = consumer.poll(_CONSUME_TIMEOUT)
+                    if first is None:
+                        continue
+                    messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
                     records = self._records(messages)
-                    if records:
-                        loop.call_soon_threadsafe(self._deliver, records)
-        except Exception as exc:  # never silently: the worker must know its consumer died
-            log.error("kafka consumer thread failed", error=repr(exc))
-            loop.call_soon_threadsafe(self._consumer_died, repr(exc))
+                except Exception as exc:  # never silently: the worker must know
+                    self._failed = True
+                    log.error("kafka consumer failed", error=repr(exc))
+                    loop.call_soon_threadsafe(sink.source_failed, f"kafka consumer: {exc!r}")
+                    continue
+                if records:
+                    loop.call_soon_threadsafe(sink.accept, records)
         finally:
             with contextlib.suppress(Exception):
                 consumer.close()
@@ -262,24 +305,32 @@ class KafkaSource:
         """Lambda-shaped records for consumed messages (the hot path: per-record work only)."""
         out: list[Record] = []
         append = out.append
-        lanes = self._lane_names
+        epochs = self._epochs
+        lanes: dict[tuple[str, int], tuple[str, int]] = {}
         for m in messages:
             if m.error() is not None:
                 self._consume_error(m.error())
                 continue
             topic, part, offset = m.topic(), m.partition(), m.offset()
             key, value, headers, ts = m.key(), m.value(), m.headers(), m.timestamp()
-            lane = lanes.get((topic, part))
-            if lane is None:
-                lane = lanes[(topic, part)] = partition_key(topic, part)
+            coords = (topic, part)
+            lane_epoch = lanes.get(coords)
+            if lane_epoch is None:
+                epoch = epochs.get(coords)
+                if epoch is None:
+                    continue  # not assigned any more
+                lane_epoch = lanes[coords] = (partition_key(topic, part), epoch)
+            lane, epoch = lane_epoch
             append(
                 Record(
                     kafka_record(topic, part, offset, ts, key, value, headers),
                     record_size(topic, key, value, headers),
                     (lane, offset),
-                    None,  # ack: (lane, offset, epoch), stamped on the loop
+                    offset,
                     lane,
                     float(ts[1]) if ts[0] else 0.0,
+                    lane,
+                    epoch,
                 )
             )
         return out
@@ -292,7 +343,7 @@ class KafkaSource:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         position = self.mapping.raw.starting_position
         committed = consumer.committed(partitions, timeout=15)
-        start: dict[str, int] = {}
+        start: dict[tuple[str, int], int] = {}
         if position is StartingPosition.AT_TIMESTAMP:
             need = [p for p in committed if p.offset < 0]
             if need:
@@ -301,205 +352,92 @@ class KafkaSource:
                     [TopicPartition(p.topic, p.partition, at) for p in need], timeout=15
                 )
                 for p in found:
-                    start[partition_key(p.topic, p.partition)] = (
-                        p.offset if p.offset >= 0 else OFFSET_END
-                    )
+                    start[(p.topic, p.partition)] = p.offset if p.offset >= 0 else OFFSET_END
         for p in partitions:
-            k = partition_key(p.topic, p.partition)
-            if k in start:
-                p.offset = start[k]
+            if (p.topic, p.partition) in start:
+                p.offset = start[(p.topic, p.partition)]
         consumer.incremental_assign(partitions)
-        info = [
-            (p.topic, p.partition, c.offset) for p, c in zip(partitions, committed, strict=True)
-        ]
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._assigned, info)
-
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        lanes = {partition_key(p.topic, p.partition) for p in partitions}
-        wait = self._settings.kafka_revoke_wait_seconds
-        assert self._loop is not None
-        try:
-            final = asyncio.run_coroutine_threadsafe(self._revoked(lanes, wait), self._loop).result(
-                wait + 10
+        if partitions:
+            consumer.resume(partitions)  # a pause survives unassign/assign in librdkafka
+        assigned = []
+        for p, c in zip(partitions, committed, strict=True):
+            self._next_epoch += 1
+            self._epochs[(p.topic, p.partition)] = self._next_epoch
+            assigned.append(
+                Assignment(
+                    partition_key(p.topic, p.partition),
+                    self._next_epoch,
+                    c.offset - 1 if c.offset >= 0 else None,
+                )
             )
-        except Exception as exc:
-            log.error("revoke handling failed; not committing", error=repr(exc))
-            final = []
-        if final:
-            self._commit_sync(consumer, final, "revoke")
-        with contextlib.suppress(Exception):
-            consumer.incremental_unassign(partitions)
-
-    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Lost, not revoked: someone else may own them already; commit nothing.
-        lanes = {partition_key(p.topic, p.partition) for p in partitions}
-        assert self._loop is not None
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._revoked(lanes, 0, lost=True), self._loop).result(
-                10
-            )
-        with contextlib.suppress(Exception):
-            consumer.incremental_unassign(partitions)
-
-    def _commit_sync(self, consumer: Any, offsets: list[TopicPartition], why: str) -> None:
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-            log.info(
-                "committed",
-                reason=why,
-                offsets={partition_key(o.topic, o.partition): o.offset for o in offsets},
-            )
-        except Exception as exc:
-            log.error("commit failed", reason=why, error=str(exc))
-
-    # ------------------------------------------------------------------ event loop side
-
-    def _assigned(self, info: list[tuple[str, int, int]]) -> None:
-        for topic, part, committed in info:
-            self._epoch += 1
-            self._partitions[partition_key(topic, part)] = _Partition(
-                topic, part, self._epoch, committed=committed
-            )
+        assert self._loop is not None and self._sink is not None
+        self._loop.call_soon_threadsafe(self._sink.assigned, assigned)
         log.info(
             "partitions assigned",
-            partitions=sorted(partition_key(t, p) for t, p, _ in info),
+            partitions=sorted(str(a.unit) for a in assigned),
             group=self.group_id,
         )
 
-    async def _revoked(
-        self, lanes: set[str], wait: float, lost: bool = False
-    ) -> list[TopicPartition]:
-        assert self._sink is not None
-        await self._sink.revoke(set[Hashable](lanes), 0 if lost else wait)
-        final: list[TopicPartition] = []
-        for lane in lanes:
-            p = self._partitions.pop(lane, None)
-            if p is None:
-                continue
-            self._lag_gauge(p).set(0)
-            if not lost:
-                pos = self._advance(p)
-                if pos is not None:
-                    final.append(TopicPartition(p.topic, p.partition, pos))
-        log.info(
-            "partitions lost" if lost else "partitions revoked",
-            partitions=sorted(map(str, lanes)),
-        )
-        return final
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hand_over(consumer, partitions, lost=False)
 
-    def _deliver(self, records: list[Record]) -> None:
-        if self._draining or self._sink is None:
-            return
-        accepted: list[Record] = []
-        offsets: dict[str, list[int]] = {}
-        for r in records:
-            lane = cast(str, r.lane)
-            p = self._partitions.get(lane)
-            if p is None:
-                continue  # fetched just before a revoke: the new owner has it
-            offset = cast(tuple[str, int], r.item_id)[1]
-            r.ack = (lane, offset, p.epoch)
-            accepted.append(r)
-            got = offsets.get(lane)
-            if got is None:
-                offsets[lane] = [offset]
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: someone else may own them already; nothing may be committed.
+        self._hand_over(consumer, partitions, lost=True)
+
+    def _hand_over(self, consumer: Any, partitions: list[TopicPartition], *, lost: bool) -> None:
+        for p in partitions:
+            self._epochs.pop((p.topic, p.partition), None)
+        units = {partition_key(p.topic, p.partition) for p in partitions}
+        loop, sink = self._loop, self._sink
+        assert loop is not None and sink is not None
+        wait = self.mapping.function.timeout_seconds + _CALLBACK_GRACE_SECONDS
+        try:
+            final = asyncio.run_coroutine_threadsafe(
+                sink.revoke(set[Hashable](units), lost=lost), loop
+            ).result(wait)
+        except Exception as exc:
+            log.error("hand-off failed; committing nothing", error=repr(exc))
+            final = []
+        if final:
+            results = self._commit(consumer, final, handing_over=True)
+            loop.call_soon_threadsafe(sink.confirm, results)
+        with contextlib.suppress(Exception):
+            consumer.incremental_unassign(partitions)
+
+    def _commit(
+        self, consumer: Any, checkpoints: list[Checkpoint], *, handing_over: bool = False
+    ) -> list[CheckpointResult]:
+        """Commit synchronously; per checkpoint, what the broker answered.
+
+        Ownership is checked here, on the consumer thread, at the moment of the commit: a
+        periodic checkpoint asked for before a revoke must not land after it (it would move
+        the group's offset back behind the new owner's).
+        """
+        results: list[CheckpointResult] = []
+        mine: list[Checkpoint] = []
+        for cp in checkpoints:
+            tp = topic_partition(cp.unit)
+            if handing_over or self._epochs.get((tp.topic, tp.partition)) == cp.token:
+                mine.append(cp)
             else:
-                got.append(offset)
-        for lane, offs in offsets.items():
-            self._partitions[lane].tracker.track(offs)
-        if accepted:
-            self._sink.accept(accepted)
-        for lane in offsets:
-            p = self._partitions[lane]
-            if not p.paused and len(p.tracker) >= self._pause_at:
-                p.paused = True
-                self._request(_pause(TopicPartition(p.topic, p.partition)))
-
-    def _consumer_died(self, reason: str) -> None:
-        log.error("kafka consumer stopped; this worker will restart", reason=reason)
-        raise SystemExit(78)  # surfaces through the loop: the worker exits and is restarted
-
-    async def complete(self, succeeded: list[Record], failed: list[Record]) -> int:
-        """Mark records done (failed ones never reach here: they are retried or given up)."""
-        done: dict[str, list[int]] = {}
-        for r in succeeded:
-            lane, offset, epoch = r.ack
-            p = self._partitions.get(lane)
-            if p is None or p.epoch != epoch:
-                continue  # revoked since: not ours to commit
-            got = done.get(lane)
-            if got is None:
-                done[lane] = [offset]
-            else:
-                got.append(offset)
-        for lane, offsets in done.items():
-            p = self._partitions[lane]
-            p.tracker.complete(offsets)
-            if p.paused and len(p.tracker) <= self._resume_at:
-                p.paused = False
-                self._request(_resume(TopicPartition(p.topic, p.partition)))
-        return 0  # CommittedEventCount is counted when offsets are committed
-
-    async def release(self, records: list[Record], delay_seconds: int = 0) -> None:
-        """Nothing to give back: uncommitted records are read again by the next owner."""
-
-    def _advance(self, p: _Partition) -> int | None:
-        """The offset to commit for ``p`` if its completed prefix moved, counting it."""
-        last = p.tracker.last_complete
-        if last is None or last + 1 <= p.committed:
-            return None
-        passed = p.tracker.passed
-        self._metrics.committed.inc(passed - p.reported)
-        p.reported = passed
-        p.committed = last + 1
-        return p.committed
-
-    def _commit_positions(self) -> list[TopicPartition]:
-        out = []
-        for p in self._partitions.values():
-            pos = self._advance(p)
-            if pos is not None:
-                out.append(TopicPartition(p.topic, p.partition, pos))
-        return out
-
-    async def _tick(self) -> None:
-        interval = self._settings.kafka_commit_interval_seconds
-        while True:
-            await asyncio.sleep(interval)
-            offsets = self._commit_positions()
-            if offsets:
-                self._request(_commit_async(offsets))
-            # Only the consumer thread may call the consumer: watermarks are read there.
-            snapshot = [(p.topic, p.partition) for p in self._partitions.values()]
-            self._request(self._read_watermarks(snapshot))
-
-    def _read_watermarks(self, partitions: list[tuple[str, int]]) -> Callable[[Any], None]:
-        def read(consumer: Any) -> None:
-            marks = []
-            for topic, part in partitions:
-                with contextlib.suppress(Exception):
-                    low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, part), cached=True
-                    )
-                    marks.append((topic, part, low, high))
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._update_lag, marks)
-
-        return read
-
-    def _update_lag(self, marks: list[tuple[str, int, int, int]]) -> None:
-        for topic, part, low, high in marks:
-            p = self._partitions.get(partition_key(topic, part))
-            if p is None or high < 0:
-                continue
-            base = p.committed if p.committed >= 0 else low
-            self._lag_gauge(p).set(max(0, high - base))
-
-    def _lag_gauge(self, p: _Partition) -> Any:
-        return OFFSET_LAG.labels(
-            self.mapping.function.name, self.mapping.uuid, p.topic, str(p.partition)
-        )
+                results.append(CheckpointResult(cp, "the partition is no longer assigned"))
+        if not mine:
+            return results
+        checkpoints = mine
+        offsets = [topic_partition(cp.unit, cp.position + 1) for cp in checkpoints]
+        try:
+            answered = consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            return results + [CheckpointResult(cp, str(err)) for cp in checkpoints]
+        errors = {(tp.topic, tp.partition): tp.error for tp in answered or ()}
+        for cp, tp in zip(checkpoints, offsets, strict=True):
+            err = errors.get((tp.topic, tp.partition))
+            results.append(CheckpointResult(cp, None if err is None else str(err)))
+        committed = {partition_key(tp.topic, tp.partition): tp.offset for tp in offsets}
+        log.debug("committed", offsets=committed)
+        return results
 
     # ------------------------------------------------------------------ events
 
@@ -518,20 +456,8 @@ class KafkaSource:
             event_source_arn=self._arn,
         )
 
-    def unit_of(self, records: list[Record]) -> str:
-        return str(records[0].lane) if records else self.topic
 
-    async def fetch(self, max_records: int) -> list[Record]:  # pragma: no cover - push source
-        raise NotImplementedError("KafkaSource is a push source")
-
-
-def _pause(tp: TopicPartition) -> Callable[[Any], None]:
-    return lambda consumer: consumer.pause([tp])
-
-
-def _resume(tp: TopicPartition) -> Callable[[Any], None]:
-    return lambda consumer: consumer.resume([tp])
-
-
-def _commit_async(offsets: list[TopicPartition]) -> Callable[[Any], None]:
-    return lambda consumer: consumer.commit(offsets=offsets, asynchronous=True)
+def _quietly(fn: Callable[[list[TopicPartition]], Any], tps: list[TopicPartition]) -> None:
+    """Pause/resume partitions that may have been unassigned meanwhile."""
+    with contextlib.suppress(KafkaException):
+        fn(tps)

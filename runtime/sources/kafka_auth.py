@@ -66,16 +66,35 @@ UNSUPPORTED_TYPES: dict[SourceAccessType, str] = {
 }
 
 # librdkafka settings whose values are secret (or private) and must not be logged.
-SECRET_SETTINGS = frozenset(
+# Settings whose values may be logged. Everything else is masked: an allow-list, so that a
+# secret-bearing setting nobody thought of (sasl.oauthbearer.config, sasl.jaas.config, a new
+# librdkafka key passed through ESM_KAFKA_CONSUMER_CONFIG) is never printed.
+SAFE_SETTINGS = frozenset(
     {
-        "sasl.password",
-        "ssl.key.pem",
-        "ssl.key.password",
-        "ssl.certificate.pem",
-        "ssl.keystore.password",
-        "sasl.oauthbearer.client.secret",
+        "auto.offset.reset",
+        "bootstrap.servers",
+        "client.id",
+        "client.rack",
+        "compression.codec",
+        "debug",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.partition.eof",
+        "group.id",
+        "group.instance.id",
+        "isolation.level",
+        "partition.assignment.strategy",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "security.protocol",
+        "ssl.ca.location",
+        "ssl.ca.pem",
+        "ssl.endpoint.identification.algorithm",
     }
 )
+# Numeric tuning knobs (timeouts, sizes, counts) are never secrets.
+_SAFE_SUFFIXES = (".ms", ".bytes", ".kbytes", ".messages", ".max", ".count", ".retries")
 REDACTED = "***"
 
 _FIELD = "SourceAccessConfigurations"
@@ -177,8 +196,12 @@ def librdkafka_security(
 
 
 def redacted(conf: Mapping[str, _V]) -> dict[str, _V | str]:
-    """``conf`` with secret values (passwords, private keys, client certificates) masked."""
-    return {k: (REDACTED if k in SECRET_SETTINGS else v) for k, v in conf.items()}
+    """``conf`` fit for a log line: only settings known to be safe keep their values."""
+    return {k: (v if is_safe_setting(k) else REDACTED) for k, v in conf.items()}
+
+
+def is_safe_setting(name: str) -> bool:
+    return name in SAFE_SETTINGS or name.endswith(_SAFE_SUFFIXES)
 
 
 def _require(

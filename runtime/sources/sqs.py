@@ -20,7 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
@@ -30,7 +30,7 @@ from runtime.invoke.response import IdentifierParser, string_identifier
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.records import Record
 from runtime.sources.aws import AwsClients, error_code
-from runtime.sources.base import RecordSink, SourceError
+from runtime.sources.base import SourceError
 
 log = structlog.get_logger("runtime.sources.sqs")
 
@@ -137,11 +137,9 @@ class _VisibilityKeeper:
 
 
 class SqsSource:
-    mode: Literal["pull", "push"] = "pull"
-    batch_per_lane = False  # a FIFO batch holds several message groups, in queue order
-    retries_in_process = False  # failed messages come back through the queue
-    ack_metric = "deleted"
-    invoke_fetched_on_drain = True  # received messages are invisible: finish them
+    """A queue source (:class:`runtime.sources.base.QueueSource`). A FIFO batch may hold
+    several message groups, in queue order: the group is each record's lane."""
+
     envelope_bytes = _ENVELOPE
     max_fetch = _SQS_BATCH_LIMIT
     parse_identifier: IdentifierParser = staticmethod(string_identifier)
@@ -167,7 +165,7 @@ class SqsSource:
         self._keeper: _VisibilityKeeper | None = None
         self._backoff = _FETCH_ERROR_BACKOFF[0]
 
-    async def start(self, sink: RecordSink | None = None) -> None:
+    async def start(self) -> None:
         await self.check()
         if self._settings.sqs_extend_visibility:
             self._keeper = _VisibilityKeeper(self, self.visibility_timeout)
@@ -249,15 +247,6 @@ class SqsSource:
 
     def build_event(self, records: list[Record]) -> dict[str, Any]:
         return {"Records": [r.payload for r in records]}
-
-    def stop_fetching(self) -> None:
-        """Nothing to do: the pipeline stops its pollers."""
-
-    def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError("SQS mappings have no on-failure destination")
-
-    def unit_of(self, records: list[Record]) -> str:
-        return self.mapping.source.name
 
     async def complete(self, succeeded: list[Record], failed: list[Record]) -> int:
         if self._keeper is not None:

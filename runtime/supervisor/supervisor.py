@@ -1,13 +1,21 @@
 """The supervisor: one per pod. Starts the workers, keeps them alive, drains on SIGTERM.
 
 It checks every event source before starting anything (a missing queue or a visibility timeout
-shorter than the function timeout stops the pod with the list of problems), serves the HTTP
-endpoints, and restarts a dead worker: at once when the worker asked to be recycled, otherwise
-with exponential backoff (reset once a worker has run for a minute). Messages a dead worker
-held are not lost: SQS makes them visible again when their visibility timeout ends.
+shorter than the function timeout stops the pod with the list of problems), plans the workers
+(:mod:`runtime.supervisor.plan`: worker processes per function, and what each one holds),
+serves the HTTP endpoints, and restarts a dead worker: at once when the worker asked to be
+recycled, otherwise with exponential backoff (reset once a worker has run for a minute).
+Messages a dead worker held are not lost: SQS makes them visible again when their visibility
+timeout ends; Kafka partitions move and resume from their last commit.
 
-Each worker gets one end of a socket pair. Workers send JSON lines ("ready", "recycle"); the
-socket's EOF tells a worker that its supervisor is gone, so no worker outlives its pod.
+Each worker runs with its function's environment variables on top of the runtime's own, so
+no function sees another's, and the supervisor itself never imports a handler. A handler
+that does not import is a configuration problem: when a worker reports one before every
+worker was first ready, the supervisor stops everything and exits 2 with the problems.
+
+Each worker gets one end of a socket pair. Workers send JSON lines ("ready", "recycle",
+"failed"); the socket's EOF tells a worker that its supervisor is gone, so no worker
+outlives its pod.
 """
 
 from __future__ import annotations
@@ -25,13 +33,15 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client.multiprocess import mark_process_dead
 
-from runtime.config.resolved import RuntimeConfig
+from runtime.config.resolved import Mapping, RuntimeConfig
 from runtime.config.settings import Settings
-from runtime.metrics import WORKER_RESTARTS, WORKERS_ALIVE, MappingMetrics
+from runtime.config.sources import SourceKind
+from runtime.metrics import WORKER_RESTARTS, WORKER_SHARE, WORKERS_ALIVE, MappingMetrics
 from runtime.sources.aws import AwsClients
 from runtime.sources.base import SourceError
 from runtime.supervisor.http import build_app, start_http
-from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED, make_source
+from runtime.supervisor.plan import WorkerPlan, plan_workers
+from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED
 
 log = structlog.get_logger("runtime.supervisor")
 
@@ -40,9 +50,11 @@ _HEALTHY_RUN_SECONDS = 60.0
 
 @dataclass
 class WorkerSlot:
-    index: int
+    plan: WorkerPlan
     process: asyncio.subprocess.Process | None = None
     ready: bool = False
+    ever_ready: bool = False
+    problems: list[str] = field(default_factory=list)
     started_at: float = 0.0
     backoff: float = 0.0
     restarts: int = 0
@@ -63,6 +75,21 @@ def _restart_reason(code: int) -> str:
     return "crash"
 
 
+async def check_source(m: Mapping, clients: AwsClients, settings: Settings) -> None:
+    """Connect to a mapping's source once (SourceError if unusable)."""
+    metrics = MappingMetrics.bind(m.function.name, m.uuid)
+    if m.source.kind is SourceKind.SQS:
+        from runtime.sources.sqs import SqsSource
+
+        await SqsSource(m, clients, settings, metrics).check()
+    elif m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
+        from runtime.sources.kafka_setup import make_kafka_source
+
+        await (await make_kafka_source(m, clients, settings, metrics, 0)).check()
+    else:
+        raise SourceError(f"{m.source.kind} sources are not supported yet")
+
+
 async def check_sources(config: RuntimeConfig, settings: Settings) -> list[str]:
     """Connect to every enabled mapping's source once; return the problems found."""
     problems: list[str] = []
@@ -72,10 +99,7 @@ async def check_sources(config: RuntimeConfig, settings: Settings) -> list[str]:
             if not m.enabled:
                 continue
             try:
-                source = await make_source(
-                    m, clients, settings, MappingMetrics.bind(m.function.name, m.uuid), 0
-                )
-                await source.check()
+                await check_source(m, clients, settings)
             except SourceError as exc:
                 problems.append(f"eventSourceMappings[{m.index}]: {exc}")
     finally:
@@ -88,9 +112,10 @@ class Supervisor:
         self.config_path = config_path
         self.config = config
         self.settings = settings
-        self.slots = [WorkerSlot(i) for i in range(settings.workers)]
+        self.slots = [WorkerSlot(p) for p in plan_workers(config, settings)]
         self._stopping = asyncio.Event()
         self._draining = False
+        self._startup_problems: list[str] = []
         self.http_port = settings.http_port
 
     def readiness(self) -> tuple[bool, str]:
@@ -111,23 +136,12 @@ class Supervisor:
 
         problems = await check_sources(self.config, self.settings)
         if problems:
-            for p in problems:
-                log.error("event source problem", problem=p)
-            sys.stderr.write(
-                f"{self.config_path}: {len(problems)} event source problem(s)\n"
-                + "".join(f"  - {p}\n" for p in problems)
-            )
-            return 2
+            return self._refuse("event source", problems)
 
         runner, self.http_port = await start_http(
             build_app(self.readiness), self.settings.http_host, self.settings.http_port
         )
-        log.info(
-            "runtime started",
-            workers=len(self.slots),
-            mappings=len(self.config.mappings),
-            metrics=f"http://{self._display_host()}:{self.http_port}/metrics",
-        )
+        self._announce_plan()
         monitors = [asyncio.create_task(self._keep_alive(s)) for s in self.slots]
         await self._stopping.wait()
         self._draining = True
@@ -136,8 +150,39 @@ class Supervisor:
             t.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
         await runner.cleanup()
+        if self._startup_problems:
+            return self._refuse("configuration", self._startup_problems)
         log.info("runtime stopped")
         return 0
+
+    def _refuse(self, kind: str, problems: list[str]) -> int:
+        for p in problems:
+            log.error(f"{kind} problem", problem=p)
+        sys.stderr.write(
+            f"{self.config_path}: {len(problems)} {kind} problem(s)\n"
+            + "".join(f"  - {p}\n" for p in problems)
+        )
+        return 2
+
+    def _announce_plan(self) -> None:
+        functions = sorted({s.plan.function for s in self.slots})
+        log.info(
+            "runtime started",
+            workers=len(self.slots),
+            functions=len(functions),
+            mappings=len(self.config.mappings),
+            metrics=f"http://{self._display_host()}:{self.http_port}/metrics",
+        )
+        by_uuid = {m.uuid: m for m in self.config.mappings}
+        for slot in self.slots:
+            plan = slot.plan
+            held = {}
+            for uuid, share in plan.shares.items():
+                m = by_uuid[uuid]
+                kind = "sqs_batches" if m.source.kind is SourceKind.SQS else "kafka_member"
+                held[uuid] = f"{kind}:{share.maximum}"
+                WORKER_SHARE.labels(plan.function, uuid, str(plan.index)).set(share.maximum)
+            log.info("worker plan", worker=plan.name, mappings=held, reserved=plan.reserved)
 
     def _display_host(self) -> str:
         return (
@@ -146,29 +191,33 @@ class Supervisor:
 
     # ------------------------------------------------------------------ workers
 
+    def _worker_env(self, plan: WorkerPlan, control_fd: int) -> dict[str, str]:
+        """The runtime's environment plus the function's own variables (which may not name
+        anything the runtime reads: the loader refuses reserved names)."""
+        env = dict(os.environ)
+        env.update(self.config.functions[plan.function].environment)
+        env["ESM_CONTROL_FD"] = str(control_fd)
+        return env
+
     async def _spawn(self, slot: WorkerSlot) -> None:
         parent, child = socket.socketpair()
-        env = dict(os.environ)
-        env["ESM_CONTROL_FD"] = str(child.fileno())
         slot.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "runtime",
             "worker",
             self.config_path,
-            "--index",
-            str(slot.index),
-            "--count",
-            str(len(self.slots)),
+            "--plan",
+            slot.plan.to_json(),
             pass_fds=(child.fileno(),),
-            env=env,
+            env=self._worker_env(slot.plan, child.fileno()),
         )
         child.close()
         slot.started_at = time.monotonic()
         slot.ready = False
-        WORKERS_ALIVE.inc()
+        WORKERS_ALIVE.labels(slot.plan.function).inc()
         slot.reader_task = asyncio.create_task(self._read_control(slot, parent))
-        log.info("worker started", worker=slot.index, pid=slot.process.pid)
+        log.info("worker started", worker=slot.plan.name, pid=slot.process.pid)
 
     async def _read_control(self, slot: WorkerSlot, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -178,10 +227,13 @@ class Supervisor:
                     msg = json.loads(line)
                 except ValueError:
                     continue
-                if msg.get("event") == "ready":
-                    slot.ready = True
-                elif msg.get("event") == "recycle":
+                event = msg.get("event")
+                if event == "ready":
+                    slot.ready = slot.ever_ready = True
+                elif event == "recycle":
                     slot.ready = False
+                elif event == "failed":
+                    slot.problems = [str(p) for p in msg.get("problems", [])]
         finally:
             writer.close()
 
@@ -190,8 +242,19 @@ class Supervisor:
             await self._spawn(slot)
             assert slot.process is not None
             code = await slot.process.wait()
+            if slot.reader_task is not None:
+                # The last lines the worker wrote before exiting ("failed") are read first.
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(slot.reader_task), timeout=1.0)
             self._reap(slot)
             if self._stopping.is_set():
+                return
+            if slot.problems and not slot.ever_ready:
+                # A handler that does not import: the pod cannot run this configuration.
+                self._startup_problems.extend(
+                    p for p in slot.problems if p not in self._startup_problems
+                )
+                self.request_stop("a worker reported configuration problems")
                 return
             reason = _restart_reason(code)
             ran = time.monotonic() - slot.started_at
@@ -206,10 +269,10 @@ class Supervisor:
                 )
                 delay = slot.backoff
             slot.restarts += 1
-            WORKER_RESTARTS.labels(reason).inc()
+            WORKER_RESTARTS.labels(slot.plan.function, reason).inc()
             log.warning(
                 "worker exited; restarting",
-                worker=slot.index,
+                worker=slot.plan.name,
                 exit_code=code,
                 reason=reason,
                 ran_seconds=round(ran, 1),
@@ -220,7 +283,7 @@ class Supervisor:
 
     def _reap(self, slot: WorkerSlot) -> None:
         slot.ready = False
-        WORKERS_ALIVE.dec()
+        WORKERS_ALIVE.labels(slot.plan.function).dec()
         if slot.process is not None and slot.process.pid:
             mark_process_dead(slot.process.pid)  # type: ignore[no-untyped-call]
         if slot.reader_task is not None:

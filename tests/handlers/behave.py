@@ -7,6 +7,8 @@ Each SQS message body is JSON; these keys steer the batch (absent keys do nothin
   report: true          put this message's messageId in batchItemFailures
   return: value         return exactly this value (first message that has it wins)
   garbage: true         return something JSON cannot encode
+  nested_until_receive: n  return a response too deeply nested to encode while the message's
+                        ApproximateReceiveCount <= n
   hang: true            never return (sync: blocks its thread; async: ignores cancellation)
   exit: code            os._exit(code): the worker process dies mid-batch
   log: text             logging.getLogger("handler").info(text)
@@ -25,6 +27,8 @@ import time
 from typing import Any
 
 _log = logging.getLogger("handler")
+# What the function's environment said when its module was imported (tests of isolation).
+GREETING_AT_IMPORT = os.environ.get("GREETING")
 
 
 def _record(phase: str, ctx: Any, **fields: Any) -> None:
@@ -47,6 +51,14 @@ def _record(phase: str, ctx: Any, **fields: Any) -> None:
         os.close(fd)
 
 
+def _deeply_nested(depth: int = 100_000) -> Any:
+    """A response JSON cannot encode without passing the recursion limit."""
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _bodies(event: dict[str, Any]) -> list[Any]:
     out = []
     for r in event["Records"]:
@@ -67,6 +79,8 @@ def _context_view(context: Any) -> dict[str, Any]:
         "log_group_name": context.log_group_name,
         "log_stream_name": context.log_stream_name,
         "remaining_ms": context.get_remaining_time_in_millis(),
+        "greeting": os.environ.get("GREETING"),
+        "greeting_at_import": GREETING_AT_IMPORT,
     }
 
 
@@ -108,6 +122,10 @@ def _decide(event: dict[str, Any], bodies: list[Any]) -> tuple[Any, bool]:
             chosen, has_return = body["return"], True
         if body.get("garbage") and not has_return:
             chosen, has_return = object(), True
+        if "nested_until_receive" in body and int(
+            rec["attributes"]["ApproximateReceiveCount"]
+        ) <= int(body["nested_until_receive"]):
+            chosen, has_return = _deeply_nested(), True
     if has_return:
         return chosen, True
     if failures:

@@ -3,9 +3,11 @@
 Each record value is JSON (records that are not JSON are just processed). Keys:
   poison: true           the invocation raises while this record is in the batch
   fail_times: n          the invocation raises the first n times this record is in a batch
+  fail_until: epoch s    the invocation raises while this record is in it before that time
   report: true           report this record in batchItemFailures ({"partition", "offset"})
   report_times: n        report it only the first n times it is in a batch
   sleep: seconds         the batch sleeps for the largest value
+  nested_times: n        return a response too deeply nested to marshal, the first n times
 Records "start" and "end" lines (with partition/offset of every record) to RECORD_FILE.
 """
 
@@ -47,8 +49,11 @@ def _previous_attempts() -> Counter[tuple[str, int]]:
 
 
 def handler(event: dict[str, Any], context: Any) -> Any:
+    return _handle(event, context, _previous_attempts())
+
+
+def _handle(event: dict[str, Any], context: Any, attempts: Counter[tuple[str, int]]) -> Any:
     values = _values(event)
-    attempts = _previous_attempts()
     _record(
         "start",
         context,
@@ -71,14 +76,36 @@ def handler(event: dict[str, Any], context: Any) -> Any:
                 continue
             if v.get("poison"):
                 raise Exception(f"poison record {p}:{o}")
+            if time.time() < float(v.get("fail_until", 0)):
+                raise Exception(f"record {p}:{o} fails until {v['fail_until']}")
             if attempts[(p, o)] < int(v.get("fail_times", 0)):
                 raise Exception(f"record {p}:{o} fails (attempt {attempts[(p, o)] + 1})")
             if v.get("report") or attempts[(p, o)] < int(v.get("report_times", 0)):
                 failures.append({"itemIdentifier": {"partition": p, "offset": o}})
         outcome = "returned"
+        if any(
+            isinstance(v, dict) and attempts[(p, o)] < int(v.get("nested_times", 0))
+            for p, o, v in values
+        ):
+            return _deeply_nested()
         return {"batchItemFailures": failures} if failures else None
     finally:
         reported = [
             f"{f['itemIdentifier']['partition']}:{f['itemIdentifier']['offset']}" for f in failures
         ]
         _record("end", context, outcome=outcome, failed=reported, succeeded=[])
+
+
+def _deeply_nested(depth: int = 100_000) -> Any:
+    """A response JSON cannot encode without passing the recursion limit."""
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def slow_handler(event: dict[str, Any], context: Any) -> Any:
+    """20 ms per batch, slower than the consumer fetches; the record file is not read (no
+    scripted failures), so long runs stay cheap."""
+    time.sleep(0.02)
+    return _handle(event, context, Counter())

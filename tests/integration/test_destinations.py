@@ -166,7 +166,11 @@ def test_s3_destination_stores_record_and_payload(
     got = s3.get_object(Bucket=bucket, Key=obj["Key"])
     assert got["ContentType"] == "application/json"
     body = json.loads(got["Body"].read().decode("utf-8"))
-    assert body == {**record, "payload": EVENT}
+    assert isinstance(body["payload"], str)  # the event as an escaped JSON string
+    assert body == {
+        **record,
+        "payload": json.dumps(EVENT, ensure_ascii=False, separators=(",", ":")),
+    }
     assert list(body) == [
         "KinesisBatchInfo",
         "payload",

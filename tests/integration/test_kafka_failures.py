@@ -119,7 +119,7 @@ def test_poison_record_isolated_by_bisection_and_sent_to_each_destination(
     assert obj["Key"].startswith("aws/lambda/")
     assert f"/{topics['s3']}-0/" in obj["Key"]
     doc = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-    payload = doc.pop("payload")
+    payload = json.loads(doc.pop("payload"))  # an escaped JSON string, as Lambda writes it
     check_failure_record(
         {
             k: doc[k]

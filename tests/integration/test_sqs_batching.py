@@ -53,3 +53,40 @@ def test_batches_stay_under_six_megabytes(sqs, runtime_factory, record_file):
     assert max(sizes) > SIX_MB - 250_000, sizes
     assert max(len(i.message_ids) for i in invs) < 40
     assert rt.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "workers, limits",
+    [
+        (2, {"mapping": {"ScalingConfig": {"MaximumConcurrency": 2}}}),
+        (1, {"function": {"ReservedConcurrentExecutions": 1}}),
+    ],
+    ids=["maximum-concurrency-over-two-workers", "reserved-concurrency-of-one"],
+)
+def test_batches_fill_to_batch_size_at_a_concurrency_share_of_one(
+    sqs, runtime_factory, record_file, workers, limits
+):
+    """Defect: with one concurrent batch per worker, the open batch used up the share, so
+    nothing more was fetched: every batch held one receive (10 messages) and waited out its
+    whole window."""
+    q = Queue.create(sqs)
+    q.send({"n": i} for i in range(300))
+    cfg = single_mapping(
+        q.arn,
+        record_file,
+        BatchSize=50,
+        MaximumBatchingWindowInSeconds=5,
+        function=limits.get("function"),
+        **limits.get("mapping", {}),
+    )
+    rt = runtime_factory(cfg, workers=workers)
+    started = time.monotonic()
+    rt.start()
+    wait_until(lambda: q.total() == 0, 60, what="queue drained")
+    elapsed = time.monotonic() - started
+    sizes = sorted((len(i.message_ids) for i in read_invocations(record_file)), reverse=True)
+    assert sum(sizes) == 300
+    # Full batches while the backlog lasts; only the tail of each worker's share may be short.
+    assert sizes[: 6 - 2 * workers] == [50] * (6 - 2 * workers), sizes
+    assert elapsed < 20, f"batches waited for their windows ({elapsed:.1f} s)"
+    assert rt.stop() == 0

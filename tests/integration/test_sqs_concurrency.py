@@ -51,12 +51,31 @@ def test_scales_up_from_five_while_messages_are_available(sqs, runtime_factory, 
     assert rt.stop() == 0
 
 
-def test_function_errors_back_off_but_partial_failures_do_not(sqs, runtime_factory, record_file):
-    failing = Queue.create(sqs, "errors", visibility_timeout=2)
-    partial = Queue.create(sqs, "partial", visibility_timeout=2)
+def test_function_errors_back_off_only_without_partial_batch_responses(
+    sqs, runtime_factory, record_file
+):
+    """Lambda backs SQS polling off on function errors, except when ReportBatchItemFailures is
+    on ("Lambda doesn't scale down message polling when function invocations fail", esm-spec
+    §2.1); partial batch failures never count as errors."""
+    queues = {
+        "00000000-0000-4000-8000-000000000001": (
+            Queue.create(sqs, "errors", visibility_timeout=2),
+            [],
+        ),
+        "00000000-0000-4000-8000-000000000002": (
+            Queue.create(sqs, "errors-rbif", visibility_timeout=2),
+            ["ReportBatchItemFailures"],
+        ),
+        "00000000-0000-4000-8000-000000000003": (
+            Queue.create(sqs, "partial", visibility_timeout=2),
+            ["ReportBatchItemFailures"],
+        ),
+    }
+    errors, errors_rbif, partial = queues
     # Each batch takes 0.1 s, so the backlog lasts long enough for several scaling intervals.
-    failing.send({"raise": "boom", "sleep": 0.1} for _ in range(400))
-    partial.send({"report": True, "sleep": 0.1} for _ in range(400))
+    queues[errors][0].send({"raise": "boom", "sleep": 0.1} for _ in range(400))
+    queues[errors_rbif][0].send({"raise": "boom", "sleep": 0.1} for _ in range(400))
+    queues[partial][0].send({"report": True, "sleep": 0.1} for _ in range(400))
     config = {
         "functions": {
             "fn": {
@@ -70,32 +89,25 @@ def test_function_errors_back_off_but_partial_failures_do_not(sqs, runtime_facto
                 "FunctionName": "fn",
                 "EventSourceArn": q.arn,
                 "UUID": uuid,
-                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "FunctionResponseTypes": types,
                 "ScalingConfig": {"MaximumConcurrency": 20},
             }
-            for q, uuid in (
-                (failing, "00000000-0000-4000-8000-000000000001"),
-                (partial, "00000000-0000-4000-8000-000000000002"),
-            )
+            for uuid, (q, types) in queues.items()
         ],
     }
     rt = runtime_factory(config, env=FAST_SCALING).start()
-    errors_uuid, partial_uuid = (
-        "00000000-0000-4000-8000-000000000001",
-        "00000000-0000-4000-8000-000000000002",
-    )
+
+    def limit(uuid: str) -> float:
+        return rt.metric("esm_concurrency_limit", event_source_mapping_uuid=uuid)
+
+    wait_until(lambda: limit(errors) == 1, 10, what="error mapping backed off to 1")
     wait_until(
-        lambda: rt.metric("esm_concurrency_limit", event_source_mapping_uuid=errors_uuid) == 1,
-        10,
-        what="error mapping backed off to 1",
+        lambda: limit(errors_rbif) == 20, 10, what="erroring mapping with partial responses at max"
     )
-    wait_until(
-        lambda: rt.metric("esm_concurrency_limit", event_source_mapping_uuid=partial_uuid) == 20,
-        10,
-        what="partial-failure mapping scaled to its maximum",
-    )
-    assert rt.metric("lambda_errors_total", event_source_mapping_uuid=partial_uuid) == 0
-    assert rt.metric("lambda_errors_total", event_source_mapping_uuid=errors_uuid) > 0
+    wait_until(lambda: limit(partial) == 20, 10, what="partial-failure mapping at its maximum")
+    assert rt.metric("lambda_errors_total", event_source_mapping_uuid=partial) == 0
+    assert rt.metric("lambda_errors_total", event_source_mapping_uuid=errors) > 0
+    assert rt.metric("lambda_errors_total", event_source_mapping_uuid=errors_rbif) > 0
     rt.stop()
 
 

@@ -174,3 +174,21 @@ def test_partial_failure_returns_the_rest_of_the_group(sqs, runtime_factory, rec
             )
     back = wait_until(lambda: q.drain(0.3), 5)
     assert [m["MessageId"] for m in back] == [a2, a3]
+
+
+def test_a_response_that_cannot_be_marshalled_fails_the_batch_and_unblocks_the_group(
+    sqs, runtime_factory, record_file
+):
+    """Defect: marshalling a deeply nested response raised RecursionError, which escaped the
+    batch; its messages stayed held (their visibility extended for ever) and the message group
+    was blocked."""
+    q = Queue.create(sqs, "fifo", visibility_timeout=3, fifo=True)
+    first, second = q.send_fifo([("g", {"n": 1, "nested_until_receive": 1}), ("g", {"n": 2})])
+    cfg = single_mapping(q.arn, record_file, BatchSize=1, timeout=3)
+    rt = runtime_factory(cfg).start()
+    wait_until(lambda: q.total() == 0, 30, what="both messages processed and deleted")
+    invs = read_invocations(record_file)
+    assert [i.message_ids for i in invs] == [[first], [first], [second]]
+    assert rt.metric("lambda_errors_total") == 1
+    assert "Runtime.MarshalError" in rt.logs()
+    assert rt.stop() == 0

@@ -27,6 +27,7 @@ CASES: dict[str, tuple[dict[str, Any], list[str], str]] = {
     "empty object": ({"return": {}}, RBIF, "none"),
     "null list": ({"return": {"batchItemFailures": None}}, RBIF, "none"),
     "empty list": ({"return": {"batchItemFailures": []}}, RBIF, "none"),
+    "empty array": ({"return": []}, RBIF, "none"),
     "other keys only": ({"return": {"status": "ok"}}, RBIF, "none"),
     "unknown identifier": (
         {"return": {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}},

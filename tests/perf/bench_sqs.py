@@ -25,6 +25,12 @@ CPU µs per message without and with filtering and the share of the runtime's CP
 (decode + match) cross-checks the difference. FilteredOutEventCount must stay 0. The figures go
 under ``filter_share`` in the RESULT.
 
+With ``--per-worker-limits 1,2,5``, phase A also runs once per limit L on a fresh queue with
+BatchSize ``--limit-batch-size`` (100), a 1 s batching window and MaximumConcurrency L x
+workers, so each worker's share of the concurrency is L: it prints the rate and the mean batch
+size, which must stay near BatchSize while the backlog lasts whatever L (figures under
+``per_worker_limits``).
+
 The emulator is noisy, so ``--repeat K`` alternates A and B K times and reports medians. The
 exit code is 0 whatever the ratio (this is a measurement, not an assertion) and 1 when a phase
 failed: messages left after the timeout, the runtime dying or not exiting 0 on SIGTERM. The last
@@ -139,8 +145,13 @@ class RunResult:
 # --------------------------------------------------------------------------- phase A: runtime
 
 
-def runtime_config(queue_arn: str, concurrency: int) -> dict[str, Any]:
-    return single_mapping_config(queue_arn, HANDLER, concurrency)
+def runtime_config(
+    queue_arn: str, concurrency: int, batch_size: int = BATCH_SIZE, window: int = 0
+) -> dict[str, Any]:
+    config = single_mapping_config(queue_arn, HANDLER, concurrency, batch_size)
+    if window:
+        config["eventSourceMappings"][0]["MaximumBatchingWindowInSeconds"] = window
+    return config
 
 
 def run_runtime(ctx: QueueContext, round_no: int) -> RunResult:
@@ -154,13 +165,15 @@ def _runtime_phase(
     queue_tag: str,
     body: Callable[[int], str] = make_body,
     pattern: str | None = None,
+    config_of: Callable[[str], dict[str, Any]] | None = None,
 ) -> tuple[RunResult, dict[str, float]]:
     """Phase A on a fresh queue of ``body(i)`` messages, with FilterCriteria ``pattern`` when
-    given; the result and the runtime's metrics at the end of the timed window."""
+    given (and ``config_of(queue_arn)`` instead of the default mapping); the result and the
+    runtime's metrics at the end of the timed window."""
     a = ctx.args
     n = a.messages
     with fresh_queue(ctx.sqs, queue_tag, n, a.fill_threads, body) as (queue, fill_s):
-        config = runtime_config(queue.arn, a.concurrency)
+        config = (config_of or (lambda arn: runtime_config(arn, a.concurrency)))(queue.arn)
         if pattern is not None:
             config = with_filter(config, pattern)
         rt = Runtime(ctx.workdir, tag, config, ctx.endpoint, a.workers, ctx.runtime_env)
@@ -349,6 +362,38 @@ def run_filter_share(ctx: QueueContext) -> dict[str, Any]:
     return filter_share_figures(n, pattern, runs["without"], runs["with"], inprocess)
 
 
+# --------------------------------------------------------------------------- small shares
+
+
+def run_per_worker_limits(ctx: QueueContext) -> list[dict[str, Any]]:
+    """Phase A at each per-worker concurrency limit: rate and mean batch size."""
+    a = ctx.args
+    out = []
+    for limit in a.per_worker_limits:
+        concurrency = max(2, limit * a.workers)
+        r, m = _runtime_phase(
+            ctx,
+            0,
+            f"limit-{limit}",
+            f"limit-{limit}",
+            config_of=lambda arn, c=concurrency: runtime_config(arn, c, a.limit_batch_size, 1),
+        )
+        batches = m.get("esm_batch_records_count", 0.0)
+        mean = m.get("esm_batch_records_sum", 0.0) / batches if batches else 0.0
+        print(f"[per-worker limit {limit}] {describe(r)}", flush=True)
+        out.append(
+            {
+                "per_worker_limit": limit,
+                "maximum_concurrency": concurrency,
+                "batch_size": a.limit_batch_size,
+                "msgs_per_s": r.msgs_per_s,
+                "mean_batch_records": round(mean, 1),
+                "batches": batches,
+            }
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -449,6 +494,15 @@ def _parser() -> argparse.ArgumentParser:
         stall_help="seconds without progress before a runtime phase fails (> VisibilityTimeout)",
     )
     p.add_argument("--fill-threads", type=int, default=8)
+    p.add_argument(
+        "--per-worker-limits",
+        type=lambda text: [int(x) for x in text.split(",") if x],
+        default=[],
+        metavar="L1,L2,...",
+        help="also run the runtime at these per-worker concurrency limits (e.g. 1,2,5) with "
+        "BatchSize --limit-batch-size and a 1 s window; print rate and mean batch size",
+    )
+    p.add_argument("--limit-batch-size", type=int, default=100)
     add_runtime_env_and_keep(
         p,
         keep_help="keep the work directory (logs, configs)",
@@ -493,7 +547,14 @@ def _run(setup: Setup) -> bool:
     summary = summarize(args, endpoint, runs)
     if args.filter_share:
         summary["filter_share"] = run_filter_share(ctx)
+    if args.per_worker_limits:
+        summary["per_worker_limits"] = run_per_worker_limits(ctx)
     print_summary(summary)
+    for row in summary.get("per_worker_limits", []):
+        print(
+            f"  per-worker limit {row['per_worker_limit']}: {row['msgs_per_s']:.1f} msg/s, "
+            f"{row['mean_batch_records']:.1f} records per batch (BatchSize {row['batch_size']})"
+        )
     if args.filter_share:
         print_filter_share(summary["filter_share"], "message")
     print(result_line(summary), flush=True)

@@ -139,3 +139,16 @@ def test_bench_kafka_filter_share_smoke(kafka_bootstrap: str) -> None:
         "--filter-share",
     )
     _check_filter_share(run, 10000)
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_sqs_per_worker_limits_smoke(aws_endpoint: str) -> None:
+    result, output = run_bench(
+        "bench_sqs",
+        f"--messages 200 --concurrency 2 --workers 1 --per-worker-limits 1 "
+        f"--limit-batch-size 50 --endpoint {aws_endpoint}",
+    )
+    [row] = result["per_worker_limits"]
+    assert row["per_worker_limit"] == 1 and row["maximum_concurrency"] == 2
+    assert row["msgs_per_s"] > 0, output
+    assert row["mean_batch_records"] >= 40, output  # batches fill at a share of one

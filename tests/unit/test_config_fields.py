@@ -857,3 +857,30 @@ def test_function_name_is_required_in_a_mapping() -> None:
     assert problems_of({**doc(), "eventSourceMappings": [{"EventSourceArn": SQS_ARN}]}) == [
         f"{M0}.FunctionName: Field required"
     ]
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"),
+    [
+        ("us-east-1", "aws"),
+        ("cn-north-1", "aws-cn"),
+        ("cn-northwest-1", "aws-cn"),
+        ("us-gov-west-1", "aws-us-gov"),
+        ("us-iso-east-1", "aws-iso"),
+        ("us-isob-east-1", "aws-iso-b"),
+    ],
+)
+def test_function_arns_keep_the_regions_partition(region: str, partition: str) -> None:
+    """ARNs (context.invoked_function_arn, failure records) name the region's partition, as
+    AWS writes them (recorded ARNs are arn:<partition>:lambda:...)."""
+    raw = {
+        "functions": {"fn": {"Handler": "handlers.orders.handler"}},
+        "eventSourceMappings": [
+            {"FunctionName": "fn", "EventSourceArn": f"arn:{partition}:sqs:{region}:123456789012:q"}
+        ],
+    }
+    config = build_config(raw, "t.yaml", Settings(region=region), import_handlers=False)
+    fn = config.functions["fn"]
+    assert fn.arn == f"arn:{partition}:lambda:{region}:000000000000:function:fn"
+    # The source's own ARN is kept as configured.
+    assert config.mappings[0].source.arn == f"arn:{partition}:sqs:{region}:123456789012:q"

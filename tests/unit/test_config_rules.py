@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from runtime.config.loader import ConfigError, build_config
-from runtime.config.resolved import RuntimeConfig
+from runtime.config.loader import ConfigError, build_config, duplicate_mapping_message
+from runtime.config.resolved import RuntimeConfig, derive_mapping_uuid
 from runtime.config.settings import Settings
-from runtime.config.sources import SourceKind
+from runtime.config.sources import SourceKind, parse_event_source_arn
 
 HANDLER = "handlers.orders.handler"
 ACCOUNT = "123456789012"
@@ -679,10 +679,48 @@ def test_duplicate_function_and_source_is_rejected() -> None:
         {"FunctionName": "fn", "EventSourceArn": SQS_ARN},
         {"FunctionName": "fn", "EventSourceArn": SQS_ARN, "BatchSize": 5},
     )
+    first = derive_mapping_uuid("fn", parse_event_source_arn(SQS_ARN))
+    # Lambda's own text (ResourceConflictException, recorded for SQS), with where the first
+    # mapping is.
     assert problems_of(raw) == [
-        f"eventSourceMappings[1]: An event source mapping with event source ({SQS_ARN}) and "
-        "function (fn) already exists (eventSourceMappings[0])"
+        f'eventSourceMappings[1]: An event source mapping with SQS arn (" {SQS_ARN} ") and '
+        f'function (" fn ") already exists. Please update or delete the existing mapping with '
+        f"UUID {first} (eventSourceMappings[0])"
     ]
+
+
+def test_duplicate_kafka_mapping_uses_lambdas_recorded_text() -> None:
+    """The text of the AWS-recorded snapshot (test_create_event_source_self_managed)."""
+    source = {
+        "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["kafka:1000"]}},
+        "Topics": ["topic"],
+    }
+    raw = doc({"FunctionName": "fn", **source}, {"FunctionName": "fn", **source})
+    first = build(doc({"FunctionName": "fn", **source})).mappings[0]
+    assert problems_of(raw) == [
+        f'eventSourceMappings[1]: An event source mapping with event source ("kafka:1000"), '
+        f'function ("{first.function.arn}"), topics ("topic") already exists. Please update or '
+        f"delete the existing mapping with UUID {first.uuid} (eventSourceMappings[0])"
+    ]
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/s",
+        f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/t/stream/2024",
+    ],
+    ids=["kinesis", "dynamodb"],
+)
+def test_duplicate_stream_mapping_text_is_lambdas(arn: str) -> None:
+    """The texts of the AWS-recorded snapshots (test_duplicate_event_source_mappings for
+    Kinesis and DynamoDB Streams); their sources are validated by the next issue's work."""
+    sqs_mapping = only_mapping(doc({"FunctionName": "fn", "EventSourceArn": SQS_ARN}))
+    text = duplicate_mapping_message(parse_event_source_arn(arn), sqs_mapping.function, UUID_A)
+    assert text == (
+        f'The event source arn (" {arn} ") and function (" fn ") provided mapping already '
+        f"exists. Please update or delete the existing mapping with UUID {UUID_A}"
+    )
 
 
 def test_duplicate_is_detected_through_a_function_arn() -> None:
@@ -694,9 +732,11 @@ def test_duplicate_is_detected_through_a_function_arn() -> None:
             "EventSourceArn": SQS_ARN,
         },
     )
+    first = derive_mapping_uuid("fn", parse_event_source_arn(SQS_ARN))
     assert problems_of(raw) == [
-        f"eventSourceMappings[2]: An event source mapping with event source ({SQS_ARN}) and "
-        "function (fn) already exists (eventSourceMappings[0])"
+        f'eventSourceMappings[2]: An event source mapping with SQS arn (" {SQS_ARN} ") and '
+        f'function (" fn ") already exists. Please update or delete the existing mapping with '
+        f"UUID {first} (eventSourceMappings[0])"
     ]
 
 
@@ -739,7 +779,7 @@ def test_explicit_uuid_equal_to_a_derived_uuid_is_rejected() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Environment variables shared by functions
+# Environment variables
 # --------------------------------------------------------------------------------------------
 
 
@@ -747,25 +787,57 @@ def env_function(**variables: str) -> dict[str, Any]:
     return {"Handler": HANDLER, "Environment": {"Variables": variables}}
 
 
-def test_conflicting_environment_variables_are_rejected() -> None:
-    functions = {
-        "a": env_function(STAGE="prod", SHARED="same"),
-        "b": env_function(STAGE="dev", SHARED="same"),
-        "c": env_function(STAGE="prod"),
-        "d": env_function(STAGE="test", OTHER="x"),
-    }
-    assert problems_of({"functions": functions}) == [
-        f"functions.{name}.Environment.Variables.STAGE: set to a different value by function "
-        "'a'; functions share worker processes, so an environment variable must have one value"
-        for name in ("b", "d")
+def test_functions_may_give_one_variable_different_values() -> None:
+    """Each function runs in worker processes of its own, as on Lambda."""
+    functions = {"a": env_function(STAGE="prod", A="1"), "b": env_function(STAGE="dev", B="2")}
+    config = build({"functions": functions})
+    assert config.functions["a"].environment == {"STAGE": "prod", "A": "1"}
+    assert config.functions["b"].environment == {"STAGE": "dev", "B": "2"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "_HANDLER",
+        "ESM_WORKERS",
+        # They would redirect the runtime's own AWS and Secrets Manager clients.
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CA_BUNDLE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "NO_PROXY",
+    ],
+)
+def test_reserved_variables_are_refused(name: str) -> None:
+    assert problems_of({"functions": {"a": env_function(**{name: "x"})}}) == [
+        f"functions.a.Environment.Variables.{name}: reserved (Lambda's runtime variables, ESM_* "
+        "settings and the variables that configure the runtime's own AWS clients and proxies "
+        "cannot be set by a function)"
     ]
 
 
-def test_equal_or_disjoint_environment_variables_are_valid() -> None:
-    functions = {"a": env_function(STAGE="prod", A="1"), "b": env_function(STAGE="prod", B="2")}
-    config = build({"functions": functions})
-    assert config.functions["a"].environment == {"STAGE": "prod", "A": "1"}
-    assert config.functions["b"].environment == {"STAGE": "prod", "B": "2"}
+def test_importing_a_handler_leaves_the_process_environment_alone(
+    handler_module: Callable[[str], str],
+) -> None:
+    """``validate`` imports every handler in one process: no function's variables may leak
+    into the runtime's environment or another function's import."""
+    key = f"CFGTEST_{uuid.uuid4().hex.upper()}"
+    module = handler_module(
+        f"import os\nVALUE = os.environ.get('{key}')\ndef handler(event, context):\n    pass\n"
+    )
+    env = {"Environment": {"Variables": {key: "from-config"}}}
+    assert handler_problems(f"{module}.handler", **env) == []
+    assert sys.modules[module].VALUE == "from-config"
+    assert key not in os.environ
 
 
 def test_environment_variable_names_are_case_sensitive() -> None:
@@ -1085,11 +1157,10 @@ def test_all_problems_of_a_file_are_listed_at_once() -> None:
         "parameter for given event source mapping type.",
         "eventSourceMappings[4].FilterCriteria.Filters[1].Pattern: Invalid filter pattern "
         "definition. (Expecting value: line 1 column 1 (char 0))",
-        f"eventSourceMappings[6]: An event source mapping with event source ({DLQ_ARN}) and "
-        "function (ghost) already exists (eventSourceMappings[5])",
-        "functions.billing.Environment.Variables.STAGE: set to a different value by function "
-        "'orders'; functions share worker processes, so an environment variable must have one "
-        "value",
+        f'eventSourceMappings[6]: An event source mapping with SQS arn (" {DLQ_ARN} ") and '
+        f'function (" ghost ") already exists. Please update or delete the existing mapping with '
+        f"UUID {derive_mapping_uuid('ghost', parse_event_source_arn(DLQ_ARN))} "
+        "(eventSourceMappings[5])",
     ]
     with pytest.raises(ConfigError) as exc_info:
         build(raw, import_handlers=True)

@@ -106,6 +106,10 @@ def test_record_is_aws_record_exactly(name: str) -> None:
 def test_s3_document_is_aws_object_exactly(name: str) -> None:
     recorded = RECORDS[name]["record"]
     doc = s3_document(_rebuild(recorded), recorded["payload"])
+    # The payload is an escaped JSON string (esm-spec §6.6); the recording shows it decoded
+    # because the recorder decodes every string that looks like JSON.
+    assert isinstance(doc["payload"], str)
+    doc["payload"] = json.loads(doc["payload"])
     assert json.dumps(_with_recorded_timestamp(doc, recorded)) == json.dumps(recorded)
 
 
@@ -123,7 +127,7 @@ def test_s3_document_sorts_envelope_but_not_payload() -> None:
     ]
     assert list(doc["KinesisBatchInfo"]) == sorted(record["KinesisBatchInfo"])
     assert list(doc["requestContext"]) == sorted(record["requestContext"])
-    assert json.dumps(doc["payload"]) == json.dumps(event)
+    assert doc["payload"] == json.dumps(event, separators=(",", ":"))  # a string, event order
     assert list(record) == [*ENVELOPE_KEYS, "KinesisBatchInfo"]  # the record is left alone
 
 
@@ -498,7 +502,7 @@ def test_s3_put_object_arguments(owner: str | None) -> None:
             s3_document(record, EVENT), ensure_ascii=False, separators=(",", ":")
         ).encode()
     )
-    assert json.loads(put["Body"])["payload"] == EVENT
+    assert json.loads(json.loads(put["Body"])["payload"]) == EVENT
 
 
 @pytest.mark.parametrize(

@@ -398,6 +398,26 @@ def test_non_serialisable_response_is_marshal_error(
     assert metrics.errors == 1
 
 
+def test_too_deeply_nested_response_is_marshal_error(
+    executor: ThreadPoolExecutor, metrics: Metrics
+) -> None:
+    """json.dumps raises RecursionError, not TypeError, for this: it must still end the
+    invocation as a marshal error (it once escaped and left the batch unacknowledged)."""
+
+    def handler(event: Any, context: Any) -> Any:
+        value: Any = []
+        for _ in range(100_000):
+            value = [value]
+        return value
+
+    result = invoke_once(handler, executor, metrics)
+    assert result.response is None
+    assert result.error is not None
+    assert result.error.error_type == "Runtime.MarshalError"
+    assert result.error.error_message.startswith("Unable to marshal response: maximum recursion")
+    assert metrics.errors == 1
+
+
 def test_response_at_payload_limit_is_accepted(
     executor: ThreadPoolExecutor, metrics: Metrics
 ) -> None:

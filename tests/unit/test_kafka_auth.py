@@ -432,20 +432,31 @@ def test_redacted_masks_secret_settings() -> None:
     assert conf["sasl.password"] == SENTINEL  # the input is left alone
 
 
-def test_redacted_keeps_other_settings_and_types() -> None:
+def test_redacted_keeps_only_settings_known_to_be_safe() -> None:
+    """An allow-list: secret-bearing settings nobody listed are masked too."""
     conf: dict[str, object] = {
         "bootstrap.servers": "b:9092",
         "session.timeout.ms": 45000,
+        "fetch.max.bytes": 1024,
+        "enable.auto.commit": False,
         "sasl.password": SENTINEL,
         "ssl.keystore.password": SENTINEL,
         "sasl.oauthbearer.client.secret": SENTINEL,
+        "sasl.oauthbearer.config": f"principal=me secret={SENTINEL}",
+        "sasl.jaas.config": SENTINEL,
+        "some.future.setting": SENTINEL,
     }
     assert redacted(conf) == {
         "bootstrap.servers": "b:9092",
         "session.timeout.ms": 45000,
+        "fetch.max.bytes": 1024,
+        "enable.auto.commit": False,
         "sasl.password": REDACTED,
         "ssl.keystore.password": REDACTED,
         "sasl.oauthbearer.client.secret": REDACTED,
+        "sasl.oauthbearer.config": REDACTED,
+        "sasl.jaas.config": REDACTED,
+        "some.future.setting": REDACTED,
     }
     assert redacted({}) == {}
 

@@ -20,7 +20,7 @@ from runtime.config.resolved import Function, Mapping
 from runtime.config.settings import Settings
 from runtime.config.sources import self_managed_kafka_source
 from runtime.metrics import MappingMetrics
-from runtime.sources.base import SourceError
+from runtime.sources.base import Assignment, SourceError
 from runtime.sources.kafka import KafkaSource
 from runtime.sources.kafka_setup import msk_broker_string
 
@@ -227,6 +227,19 @@ class FakeConsumer:
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         assert self.assigned is None, "assigned twice"
         self.assigned = [(p.topic, p.partition, p.offset) for p in partitions]
+        self.resumed: list[tuple[str, int]] = []
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        assert self.assigned is not None, "resumed before the assignment"
+        self.resumed.extend((p.topic, p.partition) for p in partitions)
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.assignments: list[Assignment] = []
+
+    def assigned(self, units: list[Assignment]) -> None:
+        self.assignments.extend(units)
 
 
 class FakeLoop:
@@ -240,17 +253,26 @@ class FakeLoop:
 def _assign(source: KafkaSource, consumer: FakeConsumer, partitions: list[int]) -> FakeLoop:
     loop = FakeLoop()
     source._loop = loop  # type: ignore[assignment]
+    source._sink = RecordingSink()  # type: ignore[assignment]
     source._on_assign(consumer, [TopicPartition(TOPIC, p) for p in partitions])
+    # librdkafka keeps an application pause across unassign/assign: every assigned
+    # partition is resumed explicitly.
+    assert consumer.resumed == [(TOPIC, p) for p in partitions]
     return loop
 
 
 def _handed_over(source: KafkaSource, loop: FakeLoop) -> list[tuple[str, int, int]]:
+    """(topic, partition, committed offset) of each assignment the core was told about."""
     assert len(loop.calls) == 1
     callback, args = loop.calls[0]
-    assert callback == source._assigned
-    (info,) = args
+    sink = source._sink
+    assert isinstance(sink, RecordingSink) and callback == sink.assigned
     callback(*args)  # what the event loop would run
-    return info
+    out = []
+    for a in sink.assignments:
+        topic, _, part = str(a.unit).rpartition("-")
+        out.append((topic, int(part), a.confirmed + 1 if a.confirmed is not None else -1001))
+    return out
 
 
 def test_at_timestamp_starts_uncommitted_partitions_at_the_timestamp() -> None:
@@ -270,11 +292,10 @@ def test_at_timestamp_starts_uncommitted_partitions_at_the_timestamp() -> None:
 
     info = _handed_over(source, loop)
     assert info == [(TOPIC, 0, 42), (TOPIC, 1, OFFSET_INVALID), (TOPIC, 2, OFFSET_INVALID)]
-    assert sorted(source._partitions) == [f"{TOPIC}-0", f"{TOPIC}-1", f"{TOPIC}-2"]
-    assert source._partitions[f"{TOPIC}-0"].committed == 42
-    assert source._partitions[f"{TOPIC}-1"].committed == OFFSET_INVALID
-    epochs = [source._partitions[f"{TOPIC}-{p}"].epoch for p in (0, 1, 2)]
-    assert len(set(epochs)) == 3
+    sink = source._sink
+    assert isinstance(sink, RecordingSink)
+    assert [a.unit for a in sink.assignments] == [f"{TOPIC}-0", f"{TOPIC}-1", f"{TOPIC}-2"]
+    assert len({a.token for a in sink.assignments}) == 3  # a new epoch per assignment
 
 
 def test_at_timestamp_with_every_partition_committed_queries_nothing() -> None:

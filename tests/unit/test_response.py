@@ -41,12 +41,20 @@ def test_string_identifier_rejects_everything_else(value: Any) -> None:
     "response",
     [
         None,
+        [],
         {},
         {"batchItemFailures": None},
         {"batchItemFailures": []},
         {"somethingElse": [{"itemIdentifier": "nope"}]},
     ],
-    ids=["null", "empty-object", "null-list", "empty-list", "no-batchItemFailures-key"],
+    ids=[
+        "null",
+        "empty-array",  # AWS-recorded: [empty_list_success] (Kinesis, DynamoDB Streams)
+        "empty-object",
+        "null-list",
+        "empty-list",
+        "no-batchItemFailures-key",
+    ],
 )
 def test_success(response: Any) -> None:
     outcome = parse(response)
@@ -199,8 +207,8 @@ def test_batch_item_failures_an_object_fails() -> None:
         ("", "string"),
         ("ok", "string"),
         ('{"batchItemFailures": []}', "string"),
-        ([], "array"),
         ([{"itemIdentifier": "m-1"}], "array"),
+        ([None], "array"),
         (0, "number"),
         (1, "number"),
         (2.5, "number"),

@@ -371,7 +371,7 @@ def test_worker_shares_respect_reserved_concurrency(
 ) -> None:
     from runtime.config.loader import build_config
     from runtime.config.settings import Settings
-    from runtime.worker import function_share, mapping_share
+    from runtime.supervisor.plan import function_share, mapping_share
 
     raw = {
         "functions": {

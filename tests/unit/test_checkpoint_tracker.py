@@ -1,15 +1,15 @@
-"""OffsetTracker: the checkpoint moves over the contiguous prefix of completed positions."""
+"""CheckpointTracker: the checkpoint moves over the contiguous prefix of completed positions."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.pipeline.offsets import OffsetTracker
+from runtime.ordered.tracker import CheckpointTracker
 
 
 def test_nothing_complete_yet() -> None:
-    t = OffsetTracker()
+    t = CheckpointTracker()
     assert t.last_complete is None
     assert len(t) == 0
     assert t.passed == 0
@@ -23,7 +23,7 @@ def test_nothing_complete_yet() -> None:
 
 
 def test_contiguous_prefix_with_out_of_order_completion() -> None:
-    t = OffsetTracker()
+    t = CheckpointTracker()
     t.track(range(10, 16))
     steps = [([12], None, 6, 0), ([10], 10, 5, 1), ([14, 13], 10, 5, 1), ([11], 14, 1, 5)]
     for done, last, pending, passed in steps:
@@ -34,7 +34,7 @@ def test_contiguous_prefix_with_out_of_order_completion() -> None:
 
 
 def test_gaps_between_tracked_positions_never_block() -> None:
-    t = OffsetTracker()
+    t = CheckpointTracker()
     t.track([3, 4, 9])  # 5..8 compacted away or transaction markers
     t.track([20, 21])
     t.complete([3, 4])
@@ -48,7 +48,7 @@ def test_gaps_between_tracked_positions_never_block() -> None:
 
 
 def test_tracking_more_after_everything_passed() -> None:
-    t = OffsetTracker()
+    t = CheckpointTracker()
     t.track([1])
     t.complete([1])
     assert (t.last_complete, len(t), t.passed) == (1, 0, 1)
@@ -61,7 +61,7 @@ def test_tracking_more_after_everything_passed() -> None:
 
 
 def test_complete_accepts_any_iterable_and_empty() -> None:
-    t = OffsetTracker()
+    t = CheckpointTracker()
     t.track(iter([0, 1, 2]))
     t.complete(())
     assert t.last_complete is None
@@ -99,7 +99,7 @@ def test_last_complete_is_the_largest_fully_complete_prefix(
     scenario: tuple[list[list[int]], list[list[int]]],
 ) -> None:
     fetches, completions = scenario
-    t = OffsetTracker()
+    t = CheckpointTracker()
     tracked: list[int] = []
     for f in fetches:
         t.track(f)

@@ -1,10 +1,10 @@
 """Checkpoints that only move over the contiguous prefix of completed records.
 
-One tracker per work unit (a Kafka partition, later a Kinesis shard). Positions are tracked in
-the order they were fetched; completion may come in any order (Kinesis ParallelizationFactor
-lanes within a shard finish out of order), but the checkpoint only passes a position once
-every position fetched before it is complete. Gaps between positions (compacted offsets,
-transaction markers) are simply never tracked, so they never hold the checkpoint back.
+One tracker per owned work unit (a Kafka partition, a Kinesis or DynamoDB shard). Positions
+are tracked in the order they were fetched; completion may come in any order (Kinesis
+ParallelizationFactor lanes within a shard finish out of order), but the checkpoint only
+passes a position once every position fetched before it is complete. Gaps between positions
+(compacted offsets, transaction markers) are never tracked, so they never hold it back.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 
 
-class OffsetTracker:
+class CheckpointTracker:
     def __init__(self) -> None:
         self._pending: deque[int] = deque()  # fetched, in fetch order, not yet passed
         self._done: set[int] = set()  # completed but not yet at the front

@@ -1,0 +1,326 @@
+"""The ordered-unit core: one ordered-source mapping (Kafka; Kinesis and DynamoDB next) in one
+worker.
+
+The source decides which units (partitions, shards) this worker owns and fetches their
+records; everything else is here, once for every ordered source:
+
+- **ownership** (:mod:`runtime.ordered.ownership`): records carry their unit and token; work
+  starts only while the unit is owned under that token, checked before every invocation,
+  retry, destination send and checkpoint;
+- **checkpoints** (:mod:`runtime.ordered.tracker`, :mod:`runtime.ordered.checkpoints`): the
+  contiguous completed prefix per unit, written every ``checkpoint_interval`` seconds, and
+  synchronously when a unit is handed over; counted only once the source confirmed them;
+- **flow control** (:mod:`runtime.ordered.flow`): a unit holding too many records or bytes
+  is paused at the source alone, and resumed when it drained to half;
+- **lag** gauges, from the confirmed checkpoint, refreshed with the checkpoints;
+- **hand-off**: a revoked unit starts nothing new, its waiting records are dropped (the next
+  owner reads them from the checkpoint), its running invocation may finish (bounded by the
+  function's timeout), and what completed is checkpointed before the unit goes. A handler
+  still running after that bound (a stuck sync handler, whose thread cannot be stopped) would
+  overlap with the next owner: the worker is then ended at once (``abort``) instead.
+
+Batches are per lane (a partition; later a shard, or a ParallelizationFactor slot within one),
+at most one in flight per lane. Concurrency is one batch per lane up to the mapping's share:
+an error on one unit backs off that unit's retries only, never the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Hashable
+
+import structlog
+
+from runtime.config.resolved import Mapping
+from runtime.invoke.invoker import Invoker
+from runtime.metrics import MappingMetrics
+from runtime.ordered.checkpoints import Checkpoint, Checkpointer, CheckpointResult
+from runtime.ordered.flow import FlowLimits, UnitFlow
+from runtime.ordered.ownership import UnitState, UnitTable, wait_while_owned
+from runtime.pipeline.dispatch import BatchDispatcher
+from runtime.pipeline.execution import BatchExecution, Destination, RecordBuilder
+from runtime.pipeline.failure import RetryPolicy
+from runtime.pipeline.filtering import RecordFilter
+from runtime.pipeline.records import Batch, Record
+from runtime.sources.base import Assignment, OrderedSource
+
+log = structlog.get_logger("runtime.ordered")
+
+# Beyond the function's timeout, how long a hand-off waits for a batch to finish (a cancelled
+# async handler unwinding, a destination write in progress).
+HANDOFF_GRACE_SECONDS = 5.0
+
+
+class UnitAcknowledger:
+    """Execution's view of the core: ownership checks and completions."""
+
+    def __init__(self, pipeline: StreamPipeline) -> None:
+        self._p = pipeline
+
+    def may_start(self, records: list[Record]) -> bool:
+        # A batch never spans units (batches are per lane, lanes lie within one unit).
+        r = records[0]
+        return self._p.units.owned(r.unit, r.token) is not None
+
+    async def wait(self, records: list[Record], seconds: float) -> bool:
+        r = records[0]
+        state = self._p.units.owned(r.unit, r.token)
+        if state is None:
+            return False
+        return await wait_while_owned(state, seconds)
+
+    async def settle(self, succeeded: list[Record], failed: list[Record]) -> None:
+        # Retrying sources only ever settle records that are done: succeeded, or given up.
+        self._p.complete(succeeded)
+
+
+class StreamPipeline:
+    def __init__(
+        self,
+        mapping: Mapping,
+        source: OrderedSource,
+        invoker: Invoker,
+        metrics: MappingMetrics,
+        *,
+        concurrency: int,
+        retry: RetryPolicy,
+        flow: FlowLimits,
+        checkpoint_interval: float,
+        destination: Destination | None = None,
+        record_builder: RecordBuilder | None = None,
+        record_filter: RecordFilter | None = None,
+        abort: Callable[[str], None],
+        on_source_failed: Callable[[str], None],
+        on_runtime_error: Callable[[str], None],
+        stuck_handlers: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.mapping = mapping
+        self.units = UnitTable()
+        self._source = source
+        self._metrics = metrics
+        self._concurrency = concurrency
+        self._flow = flow
+        self._interval = checkpoint_interval
+        self._filter = record_filter
+        self._abort = abort
+        self._on_source_failed = on_source_failed
+        self._on_runtime_error = on_runtime_error
+        self._stuck_handlers = stuck_handlers
+        self._checkpointer = Checkpointer(metrics)
+        self._dispatcher = BatchDispatcher(
+            mapping,
+            BatchExecution(
+                mapping,
+                source,
+                invoker,
+                metrics,
+                UnitAcknowledger(self),
+                retry=retry,
+                failure_shape=source,
+                destination=destination,
+                record_builder=record_builder,
+            ),
+            metrics,
+            envelope_bytes=source.envelope_bytes,
+            limit=lambda: self._concurrency,
+            on_done=lambda: None,
+            on_crash=self._on_crash,
+        )
+        self._handoff_wait = mapping.function.timeout_seconds + HANDOFF_GRACE_SECONDS
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._log = log.bind(
+            event_source_mapping_uuid=mapping.uuid, function_name=mapping.function.name
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self._metrics.touch(self._metrics.committed)
+        self._metrics.concurrency_limit.set(self._concurrency)
+        await self._source.start(self)
+        self._ticker = asyncio.create_task(self._tick(), name=f"checkpoints-{self.mapping.uuid}")
+        self._log.info(
+            "mapping started",
+            source=self.mapping.source.identity,
+            batch_size=self.mapping.batch_size,
+            window_seconds=self.mapping.batching_window_seconds,
+            concurrency=self._concurrency,
+        )
+
+    async def drain(self, within_seconds: float) -> None:
+        """Shutdown: every unit is handed off (running invocations may finish within
+        ``within_seconds``), final checkpoints are written, the source is closed. Records
+        fetched but not invoked are left to the next owner, which reads them again."""
+        self._stopping = True
+        self._source.stop_fetching()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        final = await self._hand_off({s.unit for s in self.units}, within_seconds)
+        if final:
+            self.confirm(await self._source.write_checkpoints(final))
+        await self._source.close()
+        self._metrics.concurrency_limit.set(0)
+
+    # ----------------------------------------------------------------- the source's calls
+
+    def assigned(self, units: list[Assignment]) -> None:
+        for a in units:
+            state = UnitState(a.unit, a.token, UnitFlow(self._flow), confirmed=a.confirmed)
+            old = self.units.assign(state)
+            if old is not None:
+                self._forget(old)
+        self._metrics.owned_units.set(len(self.units))
+        self._log.info("units assigned", units=sorted(str(a.unit) for a in units))
+
+    async def revoke(self, units: set[Hashable], *, lost: bool = False) -> list[Checkpoint]:
+        final = await self._hand_off(units, 0.0 if lost else self._handoff_wait, lost=lost)
+        self._log.info("units lost" if lost else "units revoked", units=sorted(map(str, units)))
+        return final
+
+    def confirm(self, results: list[CheckpointResult]) -> None:
+        self._checkpointer.confirm(results)
+
+    def accept(self, records: list[Record]) -> None:
+        if not records or self._stopping:
+            return
+        self._metrics.polled.inc(len(records))
+        by_unit: dict[Hashable, list[Record]] = {}
+        for r in records:
+            got = by_unit.get(r.unit)
+            if got is None:
+                by_unit[r.unit] = [r]
+            else:
+                got.append(r)
+        kept: list[Record] = []
+        to_pause: list[Hashable] = []
+        for unit, recs in by_unit.items():
+            # One delivery of one unit is fetched under one token.
+            state = self.units.owned(unit, recs[0].token)
+            if state is None:
+                continue  # fetched just before a revoke: the next owner reads them again
+            state.tracker.track([r.ack for r in recs])
+            if state.flow.hold(len(recs), sum(r.size for r in recs)):
+                to_pause.append(unit)
+            kept.extend(recs)
+        if to_pause:
+            self._source.pause(to_pause)
+        if self._filter is not None:
+            kept, dropped = self._filter.split(kept)
+            if dropped:
+                # Filtered out: done, so the checkpoint moves past them (Lambda's behaviour).
+                self._metrics.filtered_out.inc(len(dropped))
+                self.complete(dropped)
+        if not kept:
+            return
+        self._dispatcher.add_by_lane(kept)
+        self._dispatcher.arm_window()
+        self._dispatcher.dispatch()
+
+    def source_failed(self, reason: str) -> None:
+        self._log.error("event source failed; the worker drains and restarts", reason=reason)
+        self._on_source_failed(reason)
+
+    # ----------------------------------------------------------------- completions
+
+    def complete(self, records: list[Record]) -> None:
+        """Records done (succeeded, filtered out, or handed to the on-failure destination)."""
+        by_unit: dict[tuple[Hashable, int], list[Record]] = {}
+        for r in records:
+            key = (r.unit, r.token)
+            got = by_unit.get(key)
+            if got is None:
+                by_unit[key] = [r]
+            else:
+                got.append(r)
+        to_resume: list[Hashable] = []
+        for (unit, token), recs in by_unit.items():
+            state = self.units.completable(unit, token)
+            if state is None:
+                continue  # revoked since: not ours to checkpoint
+            state.tracker.complete([r.ack for r in recs])
+            if state.flow.release(len(recs), sum(r.size for r in recs)) and not self._stopping:
+                to_resume.append(unit)
+        if to_resume:
+            self._source.resume(to_resume)
+
+    # ----------------------------------------------------------------- hand-off
+
+    async def _hand_off(
+        self, units: set[Hashable], wait_seconds: float, *, lost: bool = False
+    ) -> list[Checkpoint]:
+        states = [s for u in units if (s := self.units.hand_off(u)) is not None]
+        if not states:
+            return []
+        gone = {s.unit for s in states}
+        dropped = self._dispatcher.discard_units(gone)
+        if dropped:
+            self._log.info(
+                "handing off: dropping records not yet invoked (the next owner reads them)",
+                units=sorted(str(s.unit) for s in states),
+                records=dropped,
+            )
+        busy = self._dispatcher.running_units(gone)
+        if busy and wait_seconds > 0:
+            _, pending = await asyncio.wait(busy, timeout=wait_seconds)
+            for task in pending:  # the runtime's own work (a destination write): stop it
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if not lost and self._stuck_handlers():
+            # A handler thread still runs past its timeout and cannot be stopped; handing its
+            # unit over would let two invocations of one lane overlap. End the worker first.
+            self._abort("a handler is still running past its timeout during a hand-off")
+        final: list[Checkpoint] = []
+        for state in states:
+            if not lost:
+                cp = self._checkpointer.final(state)
+                if cp is not None:
+                    final.append(cp)
+            self._forget(state)
+        self._metrics.owned_units.set(len(self.units))
+        return final
+
+    def _forget(self, state: UnitState) -> None:
+        self.units.drop(state)
+        self._source.lag_gauge(state.unit).set(0)
+
+    async def _on_crash(self, batch: Batch, exc: BaseException) -> None:
+        """The runtime failed around a batch of an ordered unit. Its records never complete,
+        so the checkpoint cannot pass them; nothing later in the unit may start either (that
+        would break its order). The worker restarts, and the unit resumes from its checkpoint."""
+        r = batch.records[0]
+        self.units.hand_off(r.unit)
+        self._dispatcher.discard_units({r.unit})
+        self._on_runtime_error(f"the runtime failed while processing a batch of {r.unit}: {exc!r}")
+
+    # ----------------------------------------------------------------- periodic work
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.checkpoint_round()
+
+    async def checkpoint_round(self) -> None:
+        """Write the checkpoints that are due, then refresh the lag gauges."""
+        due = self._checkpointer.due(self.units)
+        if due:
+            try:
+                results = await self._source.write_checkpoints(due)
+            except Exception as exc:
+                results = [CheckpointResult(cp, repr(exc)[:500]) for cp in due]
+            self.confirm(results)
+        owned = {s.unit: s.confirmed for s in self.units if not s.handing_off}
+        if not owned:
+            return
+        try:
+            lags = await self._source.read_lag(owned)
+        except Exception as exc:
+            self._log.warning("reading the lag failed", error=repr(exc)[:500])
+            return
+        for unit, lag in lags.items():
+            if self.units.get(unit) is not None:
+                self._source.lag_gauge(unit).set(lag)

@@ -1,0 +1,87 @@
+"""The supervisor's plan: worker processes per function, and what each one holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime.config.loader import build_config
+from runtime.config.resolved import RuntimeConfig
+from runtime.config.settings import Settings
+from runtime.supervisor import plan as plan_module
+from runtime.supervisor.plan import Share, WorkerPlan, plan_workers
+
+HANDLER = "handlers.orders.handler"
+
+
+def config(functions: dict[str, dict[str, Any]], mappings: list[dict[str, Any]]) -> RuntimeConfig:
+    return build_config(
+        {"functions": functions, "eventSourceMappings": mappings},
+        "t.yaml",
+        Settings(),
+        import_handlers=False,
+    )
+
+
+def sqs(fn: str, queue: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "FunctionName": fn,
+        "EventSourceArn": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
+        **extra,
+    }
+
+
+def test_each_function_gets_workers_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_module, "usable_cores", lambda: 4)
+    cfg = config(
+        {"a": {"Handler": HANDLER}, "b": {"Handler": HANDLER}, "idle": {"Handler": HANDLER}},
+        [sqs("a", "qa"), sqs("b", "qb"), sqs("idle", "qi", Enabled=False)],
+    )
+    plans = plan_workers(cfg, Settings())
+    # Four cores over the two functions with enabled mappings; none for the idle one.
+    assert [(p.function, p.index, p.count) for p in plans] == [
+        ("a", 0, 2),
+        ("a", 1, 2),
+        ("b", 0, 2),
+        ("b", 1, 2),
+    ]
+    ua, ub = cfg.mappings[0].uuid, cfg.mappings[1].uuid
+    assert all(set(p.shares) == ({ua} if p.function == "a" else {ub}) for p in plans)
+
+
+def test_workers_field_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_module, "usable_cores", lambda: 2)
+    cfg = config(
+        {"a": {"Handler": HANDLER, "Workers": 3}, "b": {"Handler": HANDLER}},
+        [sqs("a", "qa"), sqs("b", "qb")],
+    )
+    counts = {p.function: p.count for p in plan_workers(cfg, Settings(workers=2))}
+    assert counts == {"a": 3, "b": 2}  # the field wins over ESM_WORKERS
+    counts = {p.function: p.count for p in plan_workers(cfg, Settings())}
+    assert counts == {"a": 3, "b": 1}  # at least one each when cores run out
+
+
+def test_shares_split_the_mapping_and_the_reserved_concurrency() -> None:
+    cfg = config(
+        {"a": {"Handler": HANDLER, "ReservedConcurrentExecutions": 3}},
+        [sqs("a", "qa", ScalingConfig={"MaximumConcurrency": 10})],
+    )
+    plans = plan_workers(cfg, Settings(workers=2))
+    uuid = cfg.mappings[0].uuid
+    assert [p.reserved for p in plans] == [2, 1]
+    assert [p.shares[uuid] for p in plans] == [Share(2, 2), Share(1, 1)]
+
+
+def test_a_worker_with_nothing_to_hold_is_not_started() -> None:
+    cfg = config(
+        {"a": {"Handler": HANDLER, "ReservedConcurrentExecutions": 1}},
+        [sqs("a", "qa")],
+    )
+    plans = plan_workers(cfg, Settings(workers=3))
+    assert [(p.index, p.count) for p in plans] == [(0, 3)]
+
+
+def test_the_plan_travels_as_json() -> None:
+    plan = WorkerPlan("fn", 1, 2, {"u-1": Share(1, 5)}, reserved=4)
+    assert WorkerPlan.from_json(plan.to_json()) == plan
