@@ -188,9 +188,28 @@ class Worker:
             )
             try:
                 await self._build_pipelines(clients)
-                await asyncio.gather(*(p.start() for p in self._pipelines))
             except SourceError as exc:
                 log.error("event source unusable", error=str(exc))
+                return EXIT_CONFIG
+            started = await asyncio.gather(
+                *(p.start() for p in self._pipelines), return_exceptions=True
+            )
+            failed = [e for e in started if isinstance(e, BaseException)]
+            if failed:
+                for e in failed:
+                    log.error("event source unusable", error=str(e))
+                # Leave cleanly what did start (a Kafka consumer leaves its group at once
+                # instead of holding its partitions until its session times out).
+                await asyncio.gather(
+                    *(
+                        p.drain(self.settings.drain_timeout_seconds)
+                        for p, r in zip(self._pipelines, started, strict=True)
+                        if not isinstance(r, BaseException)
+                    ),
+                    return_exceptions=True,
+                )
+                if not all(isinstance(e, SourceError) for e in failed):
+                    raise failed[0]
                 return EXIT_CONFIG
             self._send({"event": "ready", "pipelines": len(self._pipelines)})
             log.info("worker ready", worker=self.plan.name, mappings=len(self._pipelines))

@@ -121,7 +121,12 @@ class Invoker:
         # Sync handler threads still running past their timeout (they cannot be stopped).
         self.stuck_handlers = 0
 
-    async def invoke(self, event: Any, metrics: MappingMetrics) -> InvocationResult:
+    async def invoke(
+        self, event: Any, metrics: MappingMetrics, start_if: Callable[[], bool] | None = None
+    ) -> InvocationResult | None:
+        """Invoke once. ``start_if`` is asked last, after every wait (reserved concurrency, a
+        cold start): when it says no (the batch's unit was handed off meanwhile), the handler
+        is not called and None comes back."""
         request_id = str(uuid.uuid4())
         structlog.contextvars.bind_contextvars(aws_request_id=request_id)
         if self._sem is not None:
@@ -131,7 +136,7 @@ class Invoker:
         try:
             metrics.concurrent.inc()
             try:
-                return await self._run(event, request_id, metrics)
+                return await self._run(event, request_id, metrics, start_if)
             finally:
                 metrics.concurrent.dec()
         finally:
@@ -146,18 +151,29 @@ class Invoker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._environments.create)
 
-    async def _run(self, event: Any, request_id: str, metrics: MappingMetrics) -> InvocationResult:
+    async def _run(
+        self,
+        event: Any,
+        request_id: str,
+        metrics: MappingMetrics,
+        start_if: Callable[[], bool] | None,
+    ) -> InvocationResult | None:
         timeout = float(self.function.timeout_seconds)
-        metrics.invocations.inc()
         try:
             env = await self._lease()
         except HandlerLoadError as exc:
+            metrics.invocations.inc()
             metrics.errors.inc()
             return InvocationResult(request_id, None, FunctionError(exc.error_type, exc.message), 0)
         except Exception as exc:  # the module's top level raised in a new environment
+            metrics.invocations.inc()
             metrics.errors.inc()
             init_error = FunctionError("Runtime.ImportModuleError", f"{type(exc).__name__}: {exc}")
             return InvocationResult(request_id, None, init_error, 0.0)
+        if start_if is not None and not start_if():
+            self._environments.release(env)
+            return None
+        metrics.invocations.inc()
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
         context = LambdaContext(self.function, request_id, deadline_ms)
         started = time.perf_counter()
@@ -195,7 +211,15 @@ class Invoker:
         fut = loop.run_in_executor(
             self._executor, ctx.run, _call_sync, env.handler.func, event, context
         )
-        done, _ = await asyncio.wait({fut}, timeout=limit_seconds)
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=limit_seconds)
+        except asyncio.CancelledError:
+            # The batch was cancelled (a hand-off or a drain ran out of time): the thread goes
+            # on and cannot be stopped, so it counts as stuck until it ends.
+            if not fut.done():
+                self.stuck_handlers += 1
+                fut.add_done_callback(self._unstuck)
+            raise
         if not done:
             self.stuck_handlers += 1
             fut.add_done_callback(self._unstuck)
@@ -214,7 +238,17 @@ class Invoker:
         self, env: Environment, event: Any, context: LambdaContext, limit_seconds: float
     ) -> tuple[bool, bool, Any]:
         task = asyncio.ensure_future(_call_async(env.handler.func, event, context))
-        done, _ = await asyncio.wait({task}, timeout=limit_seconds)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=limit_seconds)
+        except asyncio.CancelledError:
+            # Cancelled from outside: the handler is cancelled too, and counts as stuck until
+            # it has actually ended.
+            if not task.done():
+                task.cancel()
+                self.stuck_handlers += 1
+                task.add_done_callback(self._unstuck)
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
         if not done:
             task.cancel()
             done, _ = await asyncio.wait({task}, timeout=_CANCEL_GRACE_SECONDS)

@@ -17,7 +17,9 @@ records; everything else is here, once for every ordered source:
   owner reads them from the checkpoint), its running invocation may finish (bounded by the
   function's timeout), and what completed is checkpointed before the unit goes. A handler
   still running after that bound (a stuck sync handler, whose thread cannot be stopped) would
-  overlap with the next owner: the worker is then ended at once (``abort``) instead.
+  overlap with the next owner: the worker is then ended (``abort``) right after the final
+  checkpoints are written, before the unit can reach its next owner. Shutdown is the same
+  hand-off, done by the source's close.
 
 Batches are per lane (a partition; later a shard, or a ParallelizationFactor slot within one),
 at most one in flight per lane. Concurrency is one batch per lane up to the mapping's share:
@@ -50,6 +52,9 @@ log = structlog.get_logger("runtime.ordered")
 # Beyond the function's timeout, how long a hand-off waits for a batch to finish (a cancelled
 # async handler unwinding, a destination write in progress).
 HANDOFF_GRACE_SECONDS = 5.0
+# How long a worker that must end (a handler stuck during a hand-off) waits for its final
+# checkpoints to be written first.
+ABORT_FALLBACK_SECONDS = 10.0
 
 
 class UnitAcknowledger:
@@ -130,6 +135,7 @@ class StreamPipeline:
         self._handoff_wait = mapping.function.timeout_seconds + HANDOFF_GRACE_SECONDS
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
+        self._abort_reason: str | None = None
         self._log = log.bind(
             event_source_mapping_uuid=mapping.uuid, function_name=mapping.function.name
         )
@@ -150,19 +156,28 @@ class StreamPipeline:
         )
 
     async def drain(self, within_seconds: float) -> None:
-        """Shutdown: every unit is handed off (running invocations may finish within
-        ``within_seconds``), final checkpoints are written, the source is closed. Records
-        fetched but not invoked are left to the next owner, which reads them again."""
+        """Shutdown: nothing new starts, running invocations may finish within
+        ``within_seconds``, then the source is closed, which hands every unit over through
+        the same :meth:`revoke` a rebalance uses (so the final checkpoints are written in one
+        place: a Kafka consumer's close revokes its partitions). Records fetched but not
+        invoked are left to the next owner, which reads them again."""
         self._stopping = True
         self._source.stop_fetching()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        final = await self._hand_off({s.unit for s in self.units}, within_seconds)
-        if final:
-            self.confirm(await self._source.write_checkpoints(final))
+        await self._quiesce({s.unit for s in self.units}, within_seconds)
         await self._source.close()
+        left = [str(s.unit) for s in self.units]
+        if left:
+            self._log.warning(
+                "units not handed over by the source at close; the next owner resumes them "
+                "from their last checkpoint",
+                units=sorted(left),
+            )
+            for state in self.units:
+                self._forget(state)
         self._metrics.concurrency_limit.set(0)
 
     # ----------------------------------------------------------------- the source's calls
@@ -171,18 +186,34 @@ class StreamPipeline:
         for a in units:
             state = UnitState(a.unit, a.token, UnitFlow(self._flow), confirmed=a.confirmed)
             old = self.units.assign(state)
-            if old is not None:
+            if old is not None:  # assigned again without a revoke: the old token is dead
+                self._dispatcher.discard_units({a.unit})
                 self._forget(old)
         self._metrics.owned_units.set(len(self.units))
         self._log.info("units assigned", units=sorted(str(a.unit) for a in units))
 
     async def revoke(self, units: set[Hashable], *, lost: bool = False) -> list[Checkpoint]:
-        final = await self._hand_off(units, 0.0 if lost else self._handoff_wait, lost=lost)
-        self._log.info("units lost" if lost else "units revoked", units=sorted(map(str, units)))
+        states = await self._quiesce(units, 0.0 if lost else self._handoff_wait, lost=lost)
+        final: list[Checkpoint] = []
+        for state in states:
+            if not lost:
+                cp = self._checkpointer.final(state)
+                if cp is not None:
+                    final.append(cp)
+            self._forget(state)
+        self._metrics.owned_units.set(len(self.units))
+        if states:
+            self._log.info("units lost" if lost else "units revoked", units=sorted(map(str, units)))
+        if self._abort_reason is not None and not final:
+            self._abort(self._abort_reason)
         return final
 
     def confirm(self, results: list[CheckpointResult]) -> None:
         self._checkpointer.confirm(results)
+        if self._abort_reason is not None:
+            # The final checkpoints of a hand-off that found a handler still running are
+            # written: end the worker now, before its units go to their next owner.
+            self._abort(self._abort_reason)
 
     def accept(self, records: list[Record]) -> None:
         if not records or self._stopping:
@@ -249,9 +280,11 @@ class StreamPipeline:
 
     # ----------------------------------------------------------------- hand-off
 
-    async def _hand_off(
+    async def _quiesce(
         self, units: set[Hashable], wait_seconds: float, *, lost: bool = False
-    ) -> list[Checkpoint]:
+    ) -> list[UnitState]:
+        """Hand ``units`` off: nothing new starts, what waits is dropped, running batches get
+        ``wait_seconds`` to finish. Returns their states (still in the table)."""
         states = [s for u in units if (s := self.units.hand_off(u)) is not None]
         if not states:
             return []
@@ -266,23 +299,22 @@ class StreamPipeline:
         busy = self._dispatcher.running_units(gone)
         if busy and wait_seconds > 0:
             _, pending = await asyncio.wait(busy, timeout=wait_seconds)
-            for task in pending:  # the runtime's own work (a destination write): stop it
+            # Still running: a destination write, or an invocation started late (after a wait
+            # for reserved concurrency). Cancelling a running handler does not stop it: the
+            # invoker then counts it as stuck until it ends.
+            for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        if not lost and self._stuck_handlers():
-            # A handler thread still runs past its timeout and cannot be stopped; handing its
-            # unit over would let two invocations of one lane overlap. End the worker first.
-            self._abort("a handler is still running past its timeout during a hand-off")
-        final: list[Checkpoint] = []
-        for state in states:
-            if not lost:
-                cp = self._checkpointer.final(state)
-                if cp is not None:
-                    final.append(cp)
-            self._forget(state)
-        self._metrics.owned_units.set(len(self.units))
-        return final
+        if not lost and self._stuck_handlers() and self._abort_reason is None:
+            # A handler still runs and cannot be stopped; handing its unit over would let two
+            # invocations of one lane overlap. The worker ends once the final checkpoints
+            # are written (or shortly, if they never come back).
+            self._abort_reason = "a handler is still running during a hand-off"
+            asyncio.get_running_loop().call_later(
+                ABORT_FALLBACK_SECONDS, self._abort, self._abort_reason
+            )
+        return states
 
     def _forget(self, state: UnitState) -> None:
         self.units.drop(state)

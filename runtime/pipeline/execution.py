@@ -23,6 +23,7 @@ are given to the acknowledger, which drops them (their records belong to the nex
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from collections import deque
@@ -167,8 +168,9 @@ class BatchExecution:
     # ------------------------------------------------------------- broker redelivers
 
     async def _run_once(self, records: list[Record]) -> None:
-        _, succeeded, failed = await self._invoke(records)
-        await self._acks.settle(succeeded, failed)
+        invoked = await self._invoke(records)
+        if invoked is not None:
+            await self._acks.settle(invoked[1], invoked[2])
 
     # ------------------------------------------------------------- retry in place
 
@@ -198,7 +200,11 @@ class BatchExecution:
                 if not await self._give_up(live, MAXIMUM_PAYLOAD_SIZE_EXCEEDED, attempt, None):
                     return
                 continue
-            result, succeeded, failed = await self._invoke(live)
+            invoked = await self._invoke(live, functools.partial(self._acks.may_start, live))
+            if invoked is None:  # handed off while waiting for the give-up or a slot
+                self._handed_off(live)
+                return
+            result, succeeded, failed = invoked
             attempt.invocations += 1
             attempt.function_error = result.error is not None
             last_request_id = result.request_id
@@ -314,14 +320,17 @@ class BatchExecution:
     # ------------------------------------------------------------- one invocation
 
     async def _invoke(
-        self, records: list[Record]
-    ) -> tuple[InvocationResult, list[Record], list[Record]]:
+        self, records: list[Record], start_if: Callable[[], bool] | None = None
+    ) -> tuple[InvocationResult, list[Record], list[Record]] | None:
+        """One invocation: (result, succeeded, failed), or None when ``start_if`` said no
+        once the invocation could start."""
         m = self._metrics
-        m.batch_size.observe(len(records))
-        m.invoked.inc(len(records))
         try:
             event = self._shape.build_event(records)
-            result = await self._invoker.invoke(event, m)
+            invoked = await self._invoker.invoke(event, m, start_if)
+            if invoked is None:
+                return None
+            result = invoked
             outcome = outcome_of(result, records, self.mapping, self._shape)
         except Exception as exc:
             # A failure of the runtime around the handler: the batch fails as a function
@@ -338,6 +347,8 @@ class BatchExecution:
                 0.0,
             )
             outcome = BatchOutcome(OutcomeKind.FAILURE, reason=RUNTIME_UNKNOWN)
+        m.batch_size.observe(len(records))
+        m.invoked.inc(len(records))
         succeeded, failed = split_by_outcome(outcome, records)
         if failed:
             m.failed_invoke.inc(len(failed))

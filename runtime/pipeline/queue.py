@@ -91,7 +91,7 @@ class QueuePipeline:
             on_crash=self._on_crash,
         )
         self._background: set[asyncio.Task[None]] = set()
-        self._fetching = 0
+        self._fetching = 0  # records asked for by the fetches in progress
         self._pollers: dict[int, asyncio.Task[None]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._control: asyncio.Task[None] | None = None
@@ -196,17 +196,25 @@ class QueuePipeline:
 
     # ----------------------------------------------------------------- capacity
 
-    def _can_fetch(self, asked: int) -> bool:
+    def _to_fetch(self) -> int:
+        """How many records a poller may ask for now (0: none; wait for capacity).
+
+        Topping up a batch being filled asks for no more than its room, so it never opens a
+        batch the limit has no slot for (BatchSize 10: a receive that brought 3 is followed by
+        one for up to 7)."""
         if self._stopping:
-            return False
+            return 0
         d = self._dispatcher
         open_batches, room = d.open_batches()
-        expected = self._fetching * asked  # what the fetches in progress may bring
-        if expected + asked <= room:
-            return True  # it only tops up a batch being filled
+        free = room - self._fetching
+        full = min(self._source.max_fetch, self.mapping.batch_size)
+        if free > 0:
+            return min(full, free)
         size = self.mapping.batch_size
-        opens = -(-(expected + asked - room) // size)  # batches the fetches would open
-        return d.inflight + d.waiting + open_batches + opens <= self._scaler.limit
+        opening = -(-(self._fetching - room) // size)  # batches the fetches in progress open
+        if d.inflight + d.waiting + open_batches + opening + 1 <= self._scaler.limit:
+            return full
+        return 0
 
     async def _wait_for_capacity(self) -> None:
         """Park until a batch finishes or the limit changes (then the caller re-checks)."""
@@ -237,21 +245,21 @@ class QueuePipeline:
         self._kick(len(self._waiters))
 
     async def _poll_loop(self, index: int) -> None:
-        asked = min(self._source.max_fetch, self.mapping.batch_size)
         try:
             while True:
                 if index >= self._poller_target():
                     # A wake-up meant for a poller must not die with this one.
                     self._kick()
                     return
-                if not self._can_fetch(asked):
+                asked = self._to_fetch()
+                if not asked:
                     await self._wait_for_capacity()
                     continue
-                self._fetching += 1
+                self._fetching += asked
                 try:
                     records = await self._source.fetch(asked)
                 finally:
-                    self._fetching -= 1
+                    self._fetching -= asked
                 self._scaler.on_fetch(len(records), asked)
                 self.accept(records)
                 # Room may remain in an open batch: let a parked poller top it up too.

@@ -184,7 +184,7 @@ class KafkaSource:
             )
 
     def stop_fetching(self) -> None:
-        self._request(lambda c: c.pause(c.assignment()))
+        self._request(lambda c: _quietly(c.pause, c.assignment()))
 
     async def close(self) -> None:
         if self._thread is None:
@@ -271,11 +271,7 @@ class KafkaSource:
         assert loop is not None and sink is not None
         try:
             while not self._stop.is_set():
-                while True:
-                    try:
-                        self._requests.get_nowait()(consumer)
-                    except queue.Empty:
-                        break
+                self._serve_requests(consumer)
                 if self._stop.is_set():
                     break
                 if self._failed:
@@ -300,6 +296,21 @@ class KafkaSource:
         finally:
             with contextlib.suppress(Exception):
                 consumer.close()
+            # Anything still asked of the consumer fails now rather than waiting for ever.
+            self._serve_requests(None)
+
+    def _serve_requests(self, consumer: Any) -> None:
+        """Run what the loop asked of the consumer; a failing request is logged, not fatal
+        (requests that return a result report their own errors to the loop)."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                request(consumer)
+            except Exception as exc:
+                log.warning("kafka consumer request failed", error=repr(exc))
 
     def _records(self, messages: list[Any]) -> list[Record]:
         """Lambda-shaped records for consumed messages (the hot path: per-record work only)."""
@@ -401,7 +412,10 @@ class KafkaSource:
             final = []
         if final:
             results = self._commit(consumer, final, handing_over=True)
-            loop.call_soon_threadsafe(sink.confirm, results)
+            # Confirmed on the loop before the partitions go: the core may have to end the
+            # worker first (a handler still running), and must be able to do it before then.
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_confirm(sink, results), loop).result(10)
         with contextlib.suppress(Exception):
             consumer.incremental_unassign(partitions)
 
@@ -455,6 +469,10 @@ class KafkaSource:
             bootstrap_servers=self.bootstrap_servers,
             event_source_arn=self._arn,
         )
+
+
+async def _confirm(sink: UnitSink, results: list[CheckpointResult]) -> None:
+    sink.confirm(results)
 
 
 def _quietly(fn: Callable[[list[TopicPartition]], Any], tps: list[TopicPartition]) -> None:

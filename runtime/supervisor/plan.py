@@ -88,16 +88,25 @@ def workers_for(function: Function, settings: Settings, functions_running: int) 
 
 
 def mapping_share(mapping: Mapping, settings: Settings, index: int, count: int) -> Share | None:
-    """Split a mapping's limits over ``count`` workers; None if this worker gets nothing."""
-    slot = (index + mapping.index) % count
-    maximum = mapping.maximum_concurrency or settings.default_maximum_concurrency
-    share_max = split(maximum, count, slot)
+    """Split a mapping's limits over ``count`` workers; None if this worker gets nothing.
+
+    With ReservedConcurrentExecutions, only the workers that got a part of it take part (so a
+    mapping never ends up with no worker at all), and a share never passes the worker's part.
+    """
     reserved = function_share(mapping.function, index, count)
+    if reserved == 0:
+        return None
+    eligible = count
+    if mapping.function.reserved_concurrency is not None:
+        eligible = min(count, mapping.function.reserved_concurrency)  # workers 0..eligible-1
+    slot = (index + mapping.index) % eligible
+    maximum = mapping.maximum_concurrency or settings.default_maximum_concurrency
+    share_max = split(maximum, eligible, slot)
     if reserved is not None:
         share_max = min(share_max, reserved)
     if share_max == 0:
         return None
-    initial = split(min(settings.scaling_initial_concurrency, maximum), count, slot)
+    initial = split(min(settings.scaling_initial_concurrency, maximum), eligible, slot)
     return Share(initial=min(share_max, max(1, initial)), maximum=share_max)
 
 

@@ -127,7 +127,14 @@ class FakeInvoker:
         self.calls: list[list[Id]] = []
         self.events: list[dict[str, Any]] = []
 
-    async def invoke(self, event: dict[str, Any], metrics: MappingMetrics) -> InvocationResult:
+    async def invoke(
+        self,
+        event: dict[str, Any],
+        metrics: MappingMetrics,
+        start_if: Callable[[], bool] | None = None,
+    ) -> InvocationResult | None:
+        if start_if is not None and not start_if():
+            return None
         ids = [(k, r["offset"]) for k, recs in event["records"].items() for r in recs]
         n = len(self.calls)
         self.calls.append(ids)

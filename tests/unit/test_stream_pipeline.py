@@ -11,10 +11,12 @@ tests/integration/test_kafka_ownership.py.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
+import tests.handlers.blocking as tests_blocking
 from runtime.invoke.invoker import FunctionError, InvocationResult
 from runtime.metrics import MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
@@ -111,7 +113,14 @@ class Invoker:
         self.most_running = 0
         self.stuck_handlers = 0
 
-    async def invoke(self, event: dict[str, Any], metrics: MappingMetrics) -> InvocationResult:
+    async def invoke(
+        self,
+        event: dict[str, Any],
+        metrics: MappingMetrics,
+        start_if: Callable[[], bool] | None = None,
+    ) -> InvocationResult | None:
+        if start_if is not None and not start_if():
+            return None
         ids = [(k, r["offset"]) for k, recs in event["records"].items() for r in recs]
         self.calls.append(ids)
         self.running += 1
@@ -137,10 +146,11 @@ class Harness:
         flow: FlowLimits = ROOMY,
         retry: RetryPolicy = QUICK_RETRIES,
         batch_size: int = 100,
+        window: float = 0.0,
     ) -> None:
         self.mapping = make_mapping(False)
         object.__setattr__(self.mapping, "batch_size", batch_size)
-        object.__setattr__(self.mapping, "batching_window_seconds", 0.0)
+        object.__setattr__(self.mapping, "batching_window_seconds", window)
         self.source = FakeSource()
         self.invoker = Invoker(script)
         self.metrics = MappingMetrics.bind("fn", self.mapping.uuid)
@@ -218,6 +228,24 @@ def test_work_under_a_dead_token_never_counts() -> None:
         await h.pipeline.checkpoint_round()
         assert h.source.written == [("t-0", 2)]
         assert h.committed == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_unit_assigned_again_without_a_revoke_drops_the_old_tokens_batch() -> None:
+    """Found by review: the open batch of the old token took the new token's records in,
+    then the whole batch was dropped as not owned, and the new records never completed."""
+
+    async def scenario() -> None:
+        h = Harness(window=0.2)
+        h.assign(0, token=1)
+        h.deliver(0, range(3), token=1)  # waits in the open batch for its window
+        h.assign(0, token=2)  # e.g. a lease taken back: no revoke in between
+        h.deliver(0, range(3), token=2)
+        await asyncio.sleep(0.4)
+        assert h.invoker.calls == [[("t-0", 0), ("t-0", 1), ("t-0", 2)]]
+        state = h.pipeline.units.get("t-0")
+        assert state is not None and state.token == 2 and state.tracker.passed == 3
 
     asyncio.run(scenario())
 
@@ -378,14 +406,66 @@ def test_a_stuck_handler_ends_the_worker_before_its_unit_is_handed_over() -> Non
     async def scenario() -> None:
         h = Harness(batch_size=1)
         h.assign(0, token=1)
-        h.invoker.stuck_handlers = 1  # a sync handler thread still runs past its timeout
-        await h.pipeline.revoke({"t-0"})
-        assert h.aborted and "past its timeout" in h.aborted[0]
+        h.deliver(0, range(2), token=1)
+        await settle()
+        h.invoker.stuck_handlers = 1  # a handler thread still runs and cannot be stopped
+        final = await h.pipeline.revoke({"t-0"})
+        # What completed is checkpointed first; the worker ends once that is confirmed,
+        # before the source lets the unit go.
+        assert [(cp.unit, cp.position) for cp in final] == [("t-0", 1)]
+        assert h.aborted == []
+        h.pipeline.confirm([CheckpointResult(cp) for cp in final])
+        assert h.aborted and "still running" in h.aborted[0]
+
         h2 = Harness(batch_size=1)
         h2.assign(0, token=1)
         h2.invoker.stuck_handlers = 1
-        await h2.pipeline.revoke({"t-0"}, lost=True)  # lost: too late to prevent anything
-        assert h2.aborted == []
+        assert await h2.pipeline.revoke({"t-0"}) == []
+        assert h2.aborted  # nothing to checkpoint: at once
+
+        h3 = Harness(batch_size=1)
+        h3.assign(0, token=1)
+        h3.invoker.stuck_handlers = 1
+        await h3.pipeline.revoke({"t-0"}, lost=True)  # lost: too late to prevent anything
+        assert h3.aborted == []
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_hand_off_wait_counts_a_running_handler_as_stuck() -> None:
+    """Found by review: a batch cancelled at the end of the hand-off wait left its handler
+    running, uncounted, so the unit was handed over while it ran."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.invoke.environments import EnvironmentPool
+    from runtime.invoke.invoker import Invoker as RealInvoker
+
+    async def scenario() -> None:
+        release = threading.Event()
+        h = Harness(batch_size=1)
+        object.__setattr__(h.mapping.function, "timeout_seconds", 30)
+        executor = ThreadPoolExecutor(2)
+        real = RealInvoker(
+            h.mapping.function,
+            EnvironmentPool("tests.handlers.blocking.handler"),
+            executor,
+            concurrency_limit=None,
+            on_stuck=lambda _: None,
+        )
+        h.invoker = real  # type: ignore[assignment]
+        h.pipeline._dispatcher._execution._invoker = real
+        tests_blocking.RELEASE = release
+        h.assign(0, token=1)
+        h.deliver(0, range(1), token=1)
+        await asyncio.sleep(0.1)
+        h.pipeline._handoff_wait = 0.2  # the wait runs out while the handler still runs
+        await h.pipeline.revoke({"t-0"})
+        assert real.stuck_handlers == 1
+        assert h.aborted  # nothing completed: the worker ends at once
+        release.set()
+        await asyncio.sleep(0.1)
+        assert real.stuck_handlers == 0
+        executor.shutdown()
 
     asyncio.run(scenario())
 

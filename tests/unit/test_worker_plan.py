@@ -85,3 +85,29 @@ def test_a_worker_with_nothing_to_hold_is_not_started() -> None:
 def test_the_plan_travels_as_json() -> None:
     plan = WorkerPlan("fn", 1, 2, {"u-1": Share(1, 5)}, reserved=4)
     assert WorkerPlan.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize("reserved", [None, 1, 2, 3, 5])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("maximum", [2, 3, 10])
+def test_every_mapping_gets_a_worker_and_limits_hold(
+    reserved: int | None, workers: int, maximum: int
+) -> None:
+    """Found by review: the reserved split and the rotated mapping split could miss each other,
+    leaving a mapping with a share of 0 on every worker (it never ran)."""
+    fn: dict[str, Any] = {"Handler": HANDLER}
+    if reserved is not None:
+        fn["ReservedConcurrentExecutions"] = reserved
+    cfg = config(
+        {"a": fn},
+        [sqs("a", f"q{i}", ScalingConfig={"MaximumConcurrency": maximum}) for i in range(4)],
+    )
+    plans = plan_workers(cfg, Settings(workers=workers))
+    for m in cfg.mappings:
+        total = sum(p.shares[m.uuid].maximum for p in plans if m.uuid in p.shares)
+        assert 1 <= total <= maximum, (m.index, total)
+    for p in plans:
+        if p.reserved is not None:
+            assert all(s.maximum <= p.reserved for s in p.shares.values())
+    if reserved is not None:
+        assert sum(p.reserved or 0 for p in plans) <= reserved
