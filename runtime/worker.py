@@ -144,12 +144,15 @@ class Worker:
 
     def _abort(self, reason: str) -> None:
         """End the process now: waiting for anything would let work overlap (a stuck handler
-        thread while its unit is handed over)."""
-        log.critical("ending this worker at once", reason=reason, exit_code=EXIT_RECYCLE)
-        self._send({"event": "recycle", "reason": reason})
+        thread while its unit is handed over). A worker already stopping for a reason of its
+        own (a dead consumer: 78) keeps that exit code; otherwise it asks to be recycled."""
+        code = self._exit_code if self._stop.is_set() and self._exit_code else EXIT_RECYCLE
+        log.critical("ending this worker at once", reason=reason, exit_code=code)
+        if code == EXIT_RECYCLE:
+            self._send({"event": "recycle", "reason": reason})
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_RECYCLE)
+        os._exit(code)
 
     def _send(self, message: dict[str, object]) -> None:
         if self._control is None:
