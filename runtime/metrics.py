@@ -77,6 +77,20 @@ OFFSET_LAG = Gauge(
     (*_FN, "topic", "partition"),
     multiprocess_mode="livesum",
 )
+ITERATOR_AGE = Gauge(
+    "lambda_iterator_age_milliseconds",
+    "Kinesis, DynamoDB Streams: age of the oldest record read and not yet checkpointed, else "
+    "how far the shard's reader is behind its tip, per shard (CloudWatch IteratorAge).",
+    (*_FN, "shard"),
+    multiprocess_mode="livemax",
+)
+UNIT_BLOCKED = Gauge(
+    "esm_unit_blocked_seconds",
+    "Seconds a work unit (partition, shard) has been held by one failing batch (retrying), "
+    "0 when none; see ESM_BLOCKED_UNIT_WARNING_SECONDS.",
+    (*_FN, "unit"),
+    multiprocess_mode="livemax",
+)
 
 BATCH_SIZE = Histogram(
     "esm_batch_records",
@@ -117,12 +131,13 @@ POLLING_ERRORS = Counter(
 )
 CHECKPOINT_FAILURES = Counter(
     "esm_checkpoint_failures",
-    "Checkpoints (Kafka commits) the source did not confirm; they are written again later.",
+    "Checkpoints (Kafka commits, shard lease checkpoints) the source did not confirm; they "
+    "are written again later.",
     _FN,
 )
 OWNED_UNITS = Gauge(
     "esm_owned_units",
-    "Work units (Kafka partitions) this mapping's workers own now.",
+    "Work units (Kafka partitions, shards) this mapping's workers own now.",
     _FN,
     multiprocess_mode="livesum",
 )

@@ -9,7 +9,9 @@ here) and runs one pipeline per mapping:
 
 - SQS: :class:`~runtime.pipeline.queue.QueuePipeline`;
 - Kafka: :class:`~runtime.ordered.pipeline.StreamPipeline` around a
-  :class:`~runtime.sources.kafka.KafkaSource`.
+  :class:`~runtime.sources.kafka.KafkaSource`;
+- Kinesis, DynamoDB Streams: the same core around a
+  :class:`~runtime.sources.shards.ShardSource` (shards under leases).
 
 Exit codes tell the supervisor what happened:
 - 0 drained after SIGTERM (or the supervisor went away);
@@ -236,10 +238,8 @@ class Worker:
             metrics = MappingMetrics.bind(m.function.name, m.uuid)
             if m.source.kind is SourceKind.SQS:
                 self._pipelines.append(self._queue_pipeline(m, share, clients, metrics))
-            elif m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
-                self._pipelines.append(await self._kafka_pipeline(m, share, clients, metrics))
             else:
-                raise SourceError(f"{m.source.kind} sources are not supported yet")
+                self._pipelines.append(await self._stream_pipeline(m, share, clients, metrics))
 
     def _queue_pipeline(
         self, m: Mapping, share: Share, clients: AwsClients, metrics: MappingMetrics
@@ -269,18 +269,31 @@ class Worker:
             release_filtered_out=m.raw.filtered_out_messages == "Keep",
         )
 
-    async def _kafka_pipeline(
+    async def _stream_pipeline(
         self, m: Mapping, share: Share, clients: AwsClients, metrics: MappingMetrics
     ) -> Pipeline:
-        # Imported here: a worker whose mappings are all SQS never loads librdkafka.
+        """Kafka partitions or Kinesis/DynamoDB shards: one ordered core, the source differs."""
+        # Imported here: a worker whose mappings are all SQS never loads librdkafka, and one
+        # without Kafka mappings never does either.
         from runtime.ordered.pipeline import StreamPipeline
-        from runtime.sources.kafka_setup import make_kafka_source
+        from runtime.sources.base import OrderedSource
 
         assert self._invoker is not None
         invoker = self._invoker
         s = self.settings
         retry, destination = retry_settings(m, clients, s)
-        source = await make_kafka_source(m, clients, s, metrics, self.plan.index)
+        source: OrderedSource
+        if m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
+            from runtime.sources.kafka_setup import make_kafka_source
+
+            source = await make_kafka_source(m, clients, s, metrics, self.plan.index)
+            interval = s.kafka_commit_interval_seconds
+        else:
+            from runtime.sources.shard_setup import make_shard_source
+
+            owner = self.plan.lease_owner or f"{s.pod_name}/{self.plan.name}/{os.getpid()}"
+            source = make_shard_source(m, clients, s, metrics, owner)
+            interval = s.stream_checkpoint_interval_seconds
         return StreamPipeline(
             m,
             source,
@@ -292,7 +305,7 @@ class Worker:
                 max_records=s.unit_buffer_records or max(4 * m.batch_size, 1000),
                 max_bytes=s.unit_buffer_bytes,
             ),
-            checkpoint_interval=s.kafka_commit_interval_seconds,
+            checkpoint_interval=interval,
             destination=destination,
             record_builder=invocation_record if destination is not None else None,
             record_filter=record_filter(m),
@@ -300,6 +313,7 @@ class Worker:
             on_source_failed=lambda reason: self.request_stop(EXIT_CONFIG, reason),
             on_runtime_error=lambda reason: self.request_stop(EXIT_RECYCLE, reason),
             stuck_handlers=lambda: invoker.stuck_handlers,
+            blocked_after_seconds=s.blocked_unit_warning_seconds,
         )
 
     # ------------------------------------------------------------------ liveness

@@ -283,5 +283,8 @@ class FunctionConfig(_LambdaShape):
     description: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         default=None, alias="Description"
     )
+    role: (
+        Annotated[str, StringConstraints(pattern=r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/.+$")] | None
+    ) = Field(default=None, alias="Role")
     # Runtime extension (not a Lambda field): worker processes of this function per pod.
     workers: Annotated[Int, Field(ge=1, le=256)] | None = Field(default=None, alias="Workers")

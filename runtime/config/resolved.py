@@ -49,11 +49,19 @@ class Function:
     region: str
     account: str
     workers: int | None = None  # worker processes per pod (None: the runtime's default)
+    role: str | None = None  # the execution role (Kinesis events' invokeIdentityArn)
 
     @property
     def arn(self) -> str:
         partition = partition_of(self.region)
         return f"arn:{partition}:lambda:{self.region}:{self.account}:function:{self.name}"
+
+    @property
+    def role_arn(self) -> str:
+        """The execution role: the ``Role`` given, else a role named after the function."""
+        if self.role:
+            return self.role
+        return f"arn:{partition_of(self.region)}:iam::{self.account}:role/{self.name}"
 
     @classmethod
     def from_config(cls, name: str, cfg: FunctionConfig, region: str, account: str) -> Function:
@@ -67,6 +75,7 @@ class Function:
             region=region,
             account=account,
             workers=cfg.workers,
+            role=cfg.role,
         )
 
 

@@ -8,6 +8,7 @@ lists every setting; keep the two in step.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Literal
 
 from pydantic import Field
@@ -99,7 +100,63 @@ class Settings(BaseSettings):
     )
     kafka_commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
-    # Ordered sources (Kafka; Kinesis and DynamoDB next): per-unit flow control.
+    # Kinesis and DynamoDB Streams: shard leases.
+    pod_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=200,
+        description="This pod's name in lease owners (default: the host name, which is the "
+        "pod name on Kubernetes).",
+    )
+    lease_store: Literal["sqlite", "dynamodb"] = Field(
+        default="sqlite",
+        description="Where shard leases and checkpoints live: an SQLite file in ESM_DATA_DIR "
+        "(one pod) or the DynamoDB table ESM_LEASE_TABLE (shared by many pods).",
+    )
+    data_dir: str = Field(
+        default="esm-data",
+        min_length=1,
+        description="Directory of the SQLite lease store (a volume in the container).",
+    )
+    lease_table: str = Field(
+        default="esm-runtime-leases",
+        pattern=r"^[a-zA-Z0-9_.-]{3,255}$",
+        description="DynamoDB lease table (created if missing, on-demand capacity).",
+    )
+    lease_region: str | None = Field(
+        default=None, description="Region of the lease table (default: the runtime's region)."
+    )
+    lease_failover_seconds: float = Field(
+        default=10.0,
+        ge=1,
+        le=600,
+        description="A lease not renewed for this long may be taken by another worker; owners "
+        "renew every third of it. Also how long a dead pod's shards wait.",
+    )
+    shard_sync_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often shards are listed to find new ones (also at once when a shard "
+        "ends).",
+    )
+    stream_poll_interval_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="Wait before reading an idle shard again. Unset: Lambda's base rates, 1 s "
+        "for Kinesis, 0.25 s for DynamoDB Streams.",
+    )
+    stream_checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    blocked_unit_warning_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=604800,
+        description="Report (log line, esm_unit_blocked_seconds) a partition or shard held by "
+        "one failing batch for longer than this; 0 turns it off.",
+    )
+
+    # Ordered sources (Kafka, Kinesis, DynamoDB): per-unit flow control.
     unit_buffer_records: int | None = Field(
         default=None,
         ge=1,

@@ -128,7 +128,7 @@ TRAITS: dict[SourceKind, SourceTraits] = {
 }
 
 # Sources whose runtime support exists. Others validate but are refused with a clear message.
-IMPLEMENTED: frozenset[SourceKind] = frozenset({SourceKind.SQS, SourceKind.KAFKA, SourceKind.MSK})
+IMPLEMENTED: frozenset[SourceKind] = frozenset(SourceKind)
 
 SQS_FIFO_MAX_BATCH_SIZE = 10
 

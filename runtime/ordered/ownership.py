@@ -42,6 +42,10 @@ class UnitState:
     confirmed: int | None = None
     confirmed_passed: int = 0
     writing: bool = False  # a periodic checkpoint of this unit is being written
+    # Since when a failing batch has been retrying here without the checkpoint moving
+    # (monotonic; None: not blocked), and when that was last reported.
+    failing_since: float | None = None
+    blocked_reported: float = 0.0
     released: asyncio.Event = field(default_factory=asyncio.Event)  # set when handing off
 
 

@@ -1,4 +1,4 @@
-"""The ordered-unit core: one ordered-source mapping (Kafka; Kinesis and DynamoDB next) in one
+"""The ordered-unit core: one ordered-source mapping (Kafka, Kinesis, DynamoDB Streams) in one
 worker.
 
 The source decides which units (partitions, shards) this worker owns and fetches their
@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 import structlog
 
 from runtime.config.resolved import Mapping
 from runtime.invoke.invoker import Invoker
-from runtime.metrics import MappingMetrics
+from runtime.metrics import UNIT_BLOCKED, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, Checkpointer, CheckpointResult
 from runtime.ordered.flow import FlowLimits, UnitFlow
 from runtime.ordered.ownership import UnitState, UnitTable, wait_while_owned
@@ -73,6 +75,8 @@ class UnitAcknowledger:
         state = self._p.units.owned(r.unit, r.token)
         if state is None:
             return False
+        if state.failing_since is None:
+            state.failing_since = time.monotonic()
         return await wait_while_owned(state, seconds)
 
     async def settle(self, succeeded: list[Record], failed: list[Record]) -> None:
@@ -99,6 +103,7 @@ class StreamPipeline:
         on_source_failed: Callable[[str], None],
         on_runtime_error: Callable[[str], None],
         stuck_handlers: Callable[[], int] = lambda: 0,
+        blocked_after_seconds: float = 0.0,
     ) -> None:
         self.mapping = mapping
         self.units = UnitTable()
@@ -112,6 +117,7 @@ class StreamPipeline:
         self._on_source_failed = on_source_failed
         self._on_runtime_error = on_runtime_error
         self._stuck_handlers = stuck_handlers
+        self._blocked_after = blocked_after_seconds
         self._checkpointer = Checkpointer(metrics)
         self._dispatcher = BatchDispatcher(
             mapping,
@@ -192,8 +198,11 @@ class StreamPipeline:
         self._metrics.owned_units.set(len(self.units))
         self._log.info("units assigned", units=sorted(str(a.unit) for a in units))
 
-    async def revoke(self, units: set[Hashable], *, lost: bool = False) -> list[Checkpoint]:
-        states = await self._quiesce(units, 0.0 if lost else self._handoff_wait, lost=lost)
+    async def revoke(
+        self, units: set[Hashable], *, lost: bool = False, wait_seconds: float | None = None
+    ) -> list[Checkpoint]:
+        wait = self._handoff_wait if wait_seconds is None else min(wait_seconds, self._handoff_wait)
+        states = await self._quiesce(units, 0.0 if lost else wait, lost=lost)
         final: list[Checkpoint] = []
         for state in states:
             if not lost:
@@ -272,7 +281,10 @@ class StreamPipeline:
             state = self.units.completable(unit, token)
             if state is None:
                 continue  # revoked since: not ours to checkpoint
+            before = state.tracker.passed
             state.tracker.complete([r.ack for r in recs])
+            if state.failing_since is not None and state.tracker.passed != before:
+                self._unblocked(state)
             if state.flow.release(len(recs), sum(r.size for r in recs)) and not self._stopping:
                 to_resume.append(unit)
         if to_resume:
@@ -319,6 +331,46 @@ class StreamPipeline:
     def _forget(self, state: UnitState) -> None:
         self.units.drop(state)
         self._source.lag_gauge(state.unit).set(0)
+        if state.failing_since is not None:
+            self._unblocked(state)
+
+    # ----------------------------------------------------------------- blocked units
+
+    def _unblocked(self, state: UnitState) -> None:
+        if state.blocked_reported:
+            self._log.info(
+                "unit no longer blocked",
+                unit=str(state.unit),
+                blocked_seconds=round(time.monotonic() - (state.failing_since or 0.0), 1),
+            )
+            self._blocked_gauge(state).set(0)
+        state.failing_since = None
+        state.blocked_reported = 0.0
+
+    def _blocked_gauge(self, state: UnitState) -> Any:
+        return UNIT_BLOCKED.labels(self.mapping.function.name, self.mapping.uuid, str(state.unit))
+
+    def _report_blocked(self) -> None:
+        """Beyond Lambda: say loudly when one failing batch holds a unit (Lambda lets one
+        poison record block a shard for up to a week, silently)."""
+        if self._blocked_after <= 0:
+            return
+        now = time.monotonic()
+        for state in self.units:
+            since = state.failing_since
+            if since is None or now - since < self._blocked_after:
+                continue
+            self._blocked_gauge(state).set(now - since)
+            if now - state.blocked_reported >= self._blocked_after:
+                state.blocked_reported = now
+                self._log.warning(
+                    "unit blocked by a failing batch: nothing after it is processed until it "
+                    "succeeds, expires (MaximumRecordAgeInSeconds) or runs out of retries "
+                    "(MaximumRetryAttempts)",
+                    unit=str(state.unit),
+                    blocked_seconds=round(now - since, 1),
+                    checkpoint=state.confirmed,
+                )
 
     async def _on_crash(self, batch: Batch, exc: BaseException) -> None:
         """The runtime failed around a batch of an ordered unit. Its records never complete,
@@ -337,7 +389,8 @@ class StreamPipeline:
             await self.checkpoint_round()
 
     async def checkpoint_round(self) -> None:
-        """Write the checkpoints that are due, then refresh the lag gauges."""
+        """Write the checkpoints that are due, then refresh the lag and blocked gauges."""
+        self._report_blocked()
         due = self._checkpointer.due(self.units)
         if due:
             try:

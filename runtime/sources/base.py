@@ -6,7 +6,7 @@ invocation, the failure policy and destinations are the pipeline's, shared by ev
 - A **queue source** (SQS) is pulled: the pipeline's pollers call :meth:`QueueSource.fetch`
   while there is capacity; the broker redelivers what was not acknowledged, so the source
   acknowledges (deletes) succeeded records and lets failed ones come back.
-- An **ordered source** (Kafka; Kinesis and DynamoDB Streams next) hands out *work units*
+- An **ordered source** (Kafka, Kinesis, DynamoDB Streams) hands out *work units*
   (partitions, shards) that one consumer owns at a time, under a *token* (an assignment epoch,
   a lease counter). It tells the core (:class:`UnitSink`, implemented by
   :mod:`runtime.ordered.pipeline`) when units come and go, delivers records stamped with
@@ -90,9 +90,12 @@ class UnitSink(Protocol):
     def assigned(self, units: list[Assignment]) -> None:
         """These units are ours from now on (records stamped with their token follow)."""
 
-    async def revoke(self, units: set[Hashable], *, lost: bool = False) -> list[Checkpoint]:
+    async def revoke(
+        self, units: set[Hashable], *, lost: bool = False, wait_seconds: float | None = None
+    ) -> list[Checkpoint]:
         """These units are being handed over. Nothing new starts for them; running
-        invocations finish (bounded by the function's timeout). Returns the final checkpoints
+        invocations finish (bounded by the function's timeout, or by ``wait_seconds`` when
+        the source's ownership ends sooner: a lease about to expire). Returns the final checkpoints
         to write before the hand-off completes ([] when ``lost``: someone else may own them
         already, so nothing may be written). Report their results with :meth:`confirm`."""
 

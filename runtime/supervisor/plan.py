@@ -46,6 +46,9 @@ class WorkerPlan:
     count: int  # the function's workers
     shares: dict[str, Share] = field(default_factory=dict)  # by mapping UUID
     reserved: int | None = None  # this worker's part of ReservedConcurrentExecutions
+    # This worker process's name as a shard lease owner (set by the supervisor per start, so
+    # that it can free a dead worker's leases at once).
+    lease_owner: str = ""
 
     @property
     def name(self) -> str:
@@ -58,6 +61,7 @@ class WorkerPlan:
                 "index": self.index,
                 "count": self.count,
                 "reserved": self.reserved,
+                "lease_owner": self.lease_owner,
                 "shares": {u: [s.initial, s.maximum] for u, s in self.shares.items()},
             },
             separators=(",", ":"),
@@ -71,6 +75,7 @@ class WorkerPlan:
             index=d["index"],
             count=d["count"],
             reserved=d["reserved"],
+            lease_owner=d.get("lease_owner", ""),
             shares={u: Share(i, m) for u, (i, m) in d["shares"].items()},
         )
 

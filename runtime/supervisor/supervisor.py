@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import structlog
@@ -87,7 +89,9 @@ async def check_source(m: Mapping, clients: AwsClients, settings: Settings) -> N
 
         await (await make_kafka_source(m, clients, settings, metrics, 0)).check()
     else:
-        raise SourceError(f"{m.source.kind} sources are not supported yet")
+        from runtime.sources.shard_setup import shard_api
+
+        await shard_api(m, clients, settings)[0].check()
 
 
 async def check_sources(config: RuntimeConfig, settings: Settings) -> list[str]:
@@ -177,11 +181,16 @@ class Supervisor:
         for slot in self.slots:
             plan = slot.plan
             held = {}
-            for uuid, share in plan.shares.items():
-                m = by_uuid[uuid]
-                kind = "sqs_batches" if m.source.kind is SourceKind.SQS else "kafka_member"
-                held[uuid] = f"{kind}:{share.maximum}"
-                WORKER_SHARE.labels(plan.function, uuid, str(plan.index)).set(share.maximum)
+            for mapping_uuid, share in plan.shares.items():
+                m = by_uuid[mapping_uuid]
+                if m.source.kind is SourceKind.SQS:
+                    kind = "sqs_batches"
+                elif m.source.kind in (SourceKind.KAFKA, SourceKind.MSK):
+                    kind = "kafka_member"
+                else:
+                    kind = "shard_leases"
+                held[mapping_uuid] = f"{kind}:{share.maximum}"
+                WORKER_SHARE.labels(plan.function, mapping_uuid, str(plan.index)).set(share.maximum)
             log.info("worker plan", worker=plan.name, mappings=held, reserved=plan.reserved)
 
     def _display_host(self) -> str:
@@ -200,6 +209,12 @@ class Supervisor:
         return env
 
     async def _spawn(self, slot: WorkerSlot) -> None:
+        # A lease owner name per process start: the supervisor frees exactly this process's
+        # shard leases when it exits, and a restarted worker never mistakes old leases for its own.
+        slot.plan = dataclasses.replace(
+            slot.plan,
+            lease_owner=f"{self.settings.pod_name}/{slot.plan.name}/{uuid.uuid4().hex[:8]}",
+        )
         parent, child = socket.socketpair()
         slot.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -242,6 +257,7 @@ class Supervisor:
             await self._spawn(slot)
             assert slot.process is not None
             code = await slot.process.wait()
+            await self._free_leases(slot)
             if slot.reader_task is not None:
                 # The last lines the worker wrote before exiting ("failed") are read first.
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -280,6 +296,48 @@ class Supervisor:
             )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    async def _free_leases(self, slot: WorkerSlot) -> None:
+        """A worker ended: free the shard leases it still holds, so that the pod's other
+        workers (or its replacement) take them at once instead of after the lease failover
+        time. Safe because the process is gone: nothing of it can run on them any more."""
+        mappings = [
+            m
+            for m in self.config.mappings
+            if m.enabled
+            and m.function.name == slot.plan.function
+            and m.source.kind in (SourceKind.KINESIS, SourceKind.DYNAMODB)
+            and m.uuid in slot.plan.shares
+        ]
+        if not mappings or not slot.plan.lease_owner:
+            return
+        from runtime.sources.shard_setup import lease_store
+
+        clients = AwsClients(self.settings, max_pool_connections=4)
+        try:
+            for m in mappings:
+                store = lease_store(m, clients, self.settings)
+                try:
+                    await store.open()
+                    freed = await store.evict(slot.plan.lease_owner)
+                    if freed:
+                        log.info(
+                            "freed the shard leases of an ended worker",
+                            worker=slot.plan.name,
+                            mapping=m.uuid,
+                            leases=freed,
+                        )
+                except Exception as exc:
+                    log.warning(
+                        "could not free an ended worker's leases; they expire instead",
+                        worker=slot.plan.name,
+                        error=repr(exc)[:300],
+                    )
+                finally:
+                    with contextlib.suppress(Exception):
+                        await store.close()
+        finally:
+            await clients.close()
 
     def _reap(self, slot: WorkerSlot) -> None:
         slot.ready = False
