@@ -75,11 +75,11 @@ class ShardApi(Protocol):
 
 
 def _iterator_args(
-    position: Position | None, start: StartingPosition, at: float | None
+    position: Position | None, start: StartingPosition, at: float | None, sequence_arg: str
 ) -> dict[str, Any]:
     if position is not None:
         kind = "AFTER_SEQUENCE_NUMBER" if position.kind == "after" else "AT_SEQUENCE_NUMBER"
-        return {"ShardIteratorType": kind, "SequenceNumber": position.sequence}
+        return {"ShardIteratorType": kind, sequence_arg: position.sequence}
     if start is StartingPosition.AT_TIMESTAMP:
         return {
             "ShardIteratorType": "AT_TIMESTAMP",
@@ -142,7 +142,9 @@ class KinesisApi:
         self, shard: str, position: Position | None, start: StartingPosition, at: float | None
     ) -> str:
         got = await (await self._client()).get_shard_iterator(
-            StreamName=self._name, ShardId=shard, **_iterator_args(position, start, at)
+            StreamName=self._name,
+            ShardId=shard,
+            **_iterator_args(position, start, at, "StartingSequenceNumber"),
         )
         return str(got["ShardIterator"])
 
@@ -223,7 +225,7 @@ class DynamoDbStreamsApi:
     async def iterator(
         self, shard: str, position: Position | None, start: StartingPosition, at: float | None
     ) -> str:
-        args = _iterator_args(position, start, at)
+        args = _iterator_args(position, start, at, "SequenceNumber")
         got = await (await self._client()).get_shard_iterator(
             StreamArn=self._arn, ShardId=shard, **args
         )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import time
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.aws import client, wait_until
+from tests.support.aws import Queue, client, wait_until
 from tests.support.records import read_invocations
 from tests.support.streams import STREAM_ENV, create_stream, put, put_many, stream_mapping
 
@@ -20,6 +23,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def kinesis(aws_endpoint: str) -> Any:
     return client("kinesis", aws_endpoint)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Stream settings with the SQLite lease store in the test's own directory."""
+    return {**STREAM_ENV, "ESM_DATA_DIR": str(tmp_path / "data")}
 
 
 def starts(record_file: Path) -> list[dict[str, Any]]:
@@ -49,7 +58,7 @@ def succeeded(record_file: Path) -> Counter[str]:
 
 
 def test_records_arrive_in_lambda_format_in_order_per_shard(
-    kinesis, runtime_factory, record_file
+    kinesis, runtime_factory, record_file, env
 ):
     arn = create_stream(kinesis, 2)
     values = [(f"key-{i % 5}", {"n": i}) for i in range(60)]
@@ -60,7 +69,7 @@ def test_records_arrive_in_lambda_format_in_order_per_shard(
         BatchSize=10,
         function={"Role": "arn:aws:iam::123456789012:role/stream-role"},
     )
-    runtime_factory(cfg, env=STREAM_ENV).start()
+    runtime_factory(cfg, env=env).start()
     wait_until(lambda: sum(len(s["sequences"]) for s in starts(record_file)) >= 60, 30)
     invs = starts(record_file)
     seen: dict[str, list[int]] = defaultdict(list)
@@ -103,3 +112,155 @@ def test_records_arrive_in_lambda_format_in_order_per_shard(
             by_key[key].append(value["n"])
     for key, ns in by_key.items():
         assert ns == sorted(ns), key
+
+
+def invoked_values(record_file: Path) -> list[Any]:
+    return [v for inv in starts(record_file) for v in inv["values"]]
+
+
+def test_a_restart_resumes_after_the_checkpoint(kinesis, runtime_factory, record_file, env):
+    arn = create_stream(kinesis, 2)
+    put_many(kinesis, arn, [(f"k{i % 3}", {"n": i}) for i in range(20)])
+    cfg = stream_mapping(arn, record_file, BatchSize=7)
+    rt = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: len(invoked_values(record_file)) >= 20, 30)
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 20, 10)
+    assert rt.stop() == 0
+    put_many(kinesis, arn, [(f"k{i % 3}", {"n": i}) for i in range(20, 30)])
+    rt2 = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: len(invoked_values(record_file)) >= 30, 30)
+    wait_until(lambda: rt2.metric("lambda_committed_events_total") == 10, 10)
+    ns = sorted(v["n"] for v in invoked_values(record_file))
+    assert ns == list(range(30)), "every record once: nothing lost, nothing repeated"
+
+
+def test_latest_reads_only_what_arrives_after_the_start(kinesis, runtime_factory, record_file, env):
+    arn = create_stream(kinesis, 1)
+    put_many(kinesis, arn, [("k", {"n": i, "old": True}) for i in range(5)])
+    cfg = stream_mapping(arn, record_file, StartingPosition="LATEST")
+    rt = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: rt.metric("esm_owned_units") == 1, 20)
+    time.sleep(1.0)  # the shard's first (empty) read
+    put(kinesis, arn, [("k", {"n": i}) for i in range(5, 8)])
+    wait_until(lambda: len(invoked_values(record_file)) >= 3, 20)
+    time.sleep(0.5)
+    assert [v["n"] for v in invoked_values(record_file)] == [5, 6, 7]
+
+
+def test_at_timestamp_starts_at_the_time_given(kinesis, runtime_factory, record_file, env):
+    arn = create_stream(kinesis, 1)
+    put(kinesis, arn, [("k", {"n": 0})])
+    time.sleep(1.5)
+    at = time.time()
+    time.sleep(0.5)
+    put(kinesis, arn, [("k", {"n": 1}), ("k", {"n": 2})])
+    cfg = stream_mapping(
+        arn, record_file, StartingPosition="AT_TIMESTAMP", StartingPositionTimestamp=at
+    )
+    runtime_factory(cfg, env=env).start()
+    wait_until(lambda: len(invoked_values(record_file)) >= 2, 20)
+    time.sleep(0.5)
+    assert [v["n"] for v in invoked_values(record_file)] == [1, 2]
+
+
+def test_partial_batch_response_checkpoints_before_the_lowest_failure(
+    kinesis, runtime_factory, record_file, env
+):
+    arn = create_stream(kinesis, 1)
+    values = [("k", {"n": i, "report_times": 1 if i in (3, 6) else 0}) for i in range(10)]
+    answers = put(kinesis, arn, values)
+    seqs = [a["SequenceNumber"] for a in answers]
+    cfg = stream_mapping(
+        arn, record_file, BatchSize=10, FunctionResponseTypes=["ReportBatchItemFailures"]
+    )
+    rt = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 10, 30)
+    invs = starts(record_file)
+    assert [inv["sequences"] for inv in invs] == [seqs, seqs[3:]]
+    assert succeeded(record_file) == Counter(seqs)
+
+
+def test_bisection_isolates_a_poison_record_and_sends_its_batch_info(
+    kinesis, aws_endpoint, sqs, runtime_factory, record_file, env
+):
+    s3 = client("s3", aws_endpoint)
+    dest = Queue.create(sqs, "kin-ofd")
+    bucket = f"kin-ofd-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    poison_arn = create_stream(kinesis, 1)
+    s3_arn = create_stream(kinesis, 1)
+    batch = 16
+    values = [("k", {"n": i, "poison": i == 5}) for i in range(batch)]
+    answers = put(kinesis, poison_arn, values)
+    s3_answers = put(kinesis, s3_arn, values)
+    common = {
+        "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": batch,
+        "BisectBatchOnFunctionError": True,
+        "MaximumRetryAttempts": 1,
+    }
+    cfg = stream_mapping(
+        poison_arn,
+        record_file,
+        DestinationConfig={"OnFailure": {"Destination": dest.arn}},
+        **common,
+    )
+    cfg["eventSourceMappings"].append(
+        {
+            "FunctionName": "fn",
+            "EventSourceArn": s3_arn,
+            "DestinationConfig": {"OnFailure": {"Destination": f"arn:aws:s3:::{bucket}"}},
+            **common,
+        }
+    )
+    rt = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 2 * batch, 60)
+    poison_seq = answers[5]["SequenceNumber"]
+    with_poison = [inv for inv in starts(record_file) if poison_seq in inv["sequences"]]
+    # The whole batch, then one half per bisection down to the record alone
+    # (log2(16) = 4 halvings), then MaximumRetryAttempts (1) retry of the record alone.
+    assert [len(inv["sequences"]) for inv in with_poison] == [16, 8, 4, 2, 1, 1]
+    [msg] = wait_until(lambda: dest.drain(0.2), 10)
+    record = json.loads(msg["Body"])
+    assert list(record) == [
+        "requestContext",
+        "responseContext",
+        "version",
+        "timestamp",
+        "KinesisBatchInfo",
+    ]
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    # Every invocation the given-up record was part of (bisection steps included).
+    assert record["requestContext"]["approximateInvokeCount"] == 6
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    info = record["KinesisBatchInfo"]
+    assert list(info) == [
+        "shardId",
+        "startSequenceNumber",
+        "endSequenceNumber",
+        "approximateArrivalOfFirstRecord",
+        "approximateArrivalOfLastRecord",
+        "batchSize",
+        "streamArn",
+    ]
+    assert info["shardId"] == answers[5]["ShardId"]
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == poison_seq
+    assert info["batchSize"] == 1 and info["streamArn"] == poison_arn
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["approximateArrivalOfFirstRecord"]
+    )
+    # S3: the key names the mapping and the shard; the object carries the payload.
+    [obj] = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    shard = s3_answers[5]["ShardId"]
+    assert re.fullmatch(
+        rf"aws/lambda/[0-9a-f-]{{36}}/{shard}/\d{{4}}/\d\d/\d\d/"
+        r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d-[0-9a-f-]{36}",
+        obj["Key"],
+    ), obj["Key"]
+    doc = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    payload = json.loads(doc["payload"])
+    assert [r["kinesis"]["sequenceNumber"] for r in payload["Records"]] == [
+        s3_answers[5]["SequenceNumber"]
+    ]
+    assert rt.metric("lambda_on_failure_destination_delivered_events_total") == 2
+    assert rt.stop() == 0
