@@ -4,7 +4,8 @@ KCL 2.x's protocol (design lessons §3), with its known trap removed: a lease is
 from under a running invocation.
 
 - **Renewal.** Every ``failover / 3`` seconds the owner increments each lease's counter (a
-  conditional write). A renewal whose condition fails means the lease was taken or evicted:
+  conditional write). The table is read more often (every 2 s at most) to take free leases
+  and see hand-off requests. A renewal whose condition fails means the lease was taken or evicted:
   the shard is dropped at once (``lost``). A renewal that cannot reach the store is tried
   again; once the last success is ``2/3 x failover`` old, the shard is handed off
   (``expiring``) with the rest of the failover time to finish, so it is quiet before anyone
@@ -43,6 +44,10 @@ import structlog
 from runtime.leases.store import Lease, LeaseStore, Position
 
 log = structlog.get_logger("runtime.leases")
+
+# How often the lease table is read (to take free leases, see hand-off requests, balance),
+# at most: renewals run every third of the failover time, which may be longer.
+SCAN_SECONDS = 2.0
 
 
 class LeaseHolder(Protocol):
@@ -164,10 +169,14 @@ class LeaseCoordinator:
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
-        interval = self._failover / 3
+        renew_every = self._failover / 3
+        interval = min(renew_every, SCAN_SECONDS)
+        renewed = 0.0
         while not self._stopped:
             try:
-                await self._renew_all()
+                if time.monotonic() - renewed >= renew_every - 0.05:
+                    renewed = time.monotonic()
+                    await self._renew_all()
                 await self._scan()
             except asyncio.CancelledError:
                 raise
@@ -226,8 +235,24 @@ class LeaseCoordinator:
             seen = self._seen.get(lease.shard)
             if seen is None or seen.owner != lease.owner or seen.counter != lease.counter:
                 self._seen[lease.shard] = _Seen(lease.owner, lease.counter, now)
+        for lease in leases:
+            h = self._held.get(lease.shard)
+            if (
+                h is not None
+                and lease.owner == self.owner
+                and lease.pending_owner
+                and lease.pending_owner != self.owner
+                and not h.handing_off
+            ):
+                h.handing_off = True
+                self._log.info(
+                    "handing a shard over on request", shard=lease.shard, to=lease.pending_owner
+                )
+                self._holder.hand_off(lease.shard, None)
         eligible = eligible_leases(leases)
         live = {lz.owner for lz in eligible if lz.owner and not self._expired(lz, now)}
+        # A worker that asked for a hand-off is live even before it holds anything.
+        live |= {lz.pending_owner for lz in eligible if lz.pending_owner}
         live.add(self.owner)
         target = math.ceil(len(eligible) / len(live)) if eligible else 0
         mine = sum(1 for lz in eligible if lz.shard in self._held)
@@ -237,7 +262,13 @@ class LeaseCoordinator:
             self._asked = None
         if mine >= target:
             return
-        free = [lz for lz in eligible if lz.shard not in self._held and self._expired(lz, now)]
+        free = [
+            lz
+            for lz in eligible
+            if lz.shard not in self._held
+            and self._expired(lz, now)
+            and not self._reserved_for_another(lz, now)
+        ]
         # Workers start their search at different places so they do not all race for the
         # same lease.
         offset = zlib.crc32(self.owner.encode())
@@ -283,6 +314,14 @@ class LeaseCoordinator:
         choices = [lz for lz in richest if lz.pending_owner is None]
         if choices:
             self._asked = random.choice(choices).shard
+
+    def _reserved_for_another(self, lease: Lease, now: float) -> bool:
+        """A lease handed over on request is left to the worker that asked (for a failover
+        time, in case it died meanwhile)."""
+        if lease.pending_owner is None or lease.pending_owner == self.owner:
+            return False
+        seen = self._seen.get(lease.shard)
+        return seen is None or now - seen.since < self._failover
 
     def _expired(self, lease: Lease, now: float) -> bool:
         if lease.owner is None:

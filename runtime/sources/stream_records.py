@@ -97,7 +97,10 @@ def kinesis_record_size(raw: dict[str, Any], fixed: int) -> int:
     the per-stream constant part (ARNs, region, shard id)."""
     data = raw.get("Data") or b""
     pk = raw["PartitionKey"]
-    pk_len = len(pk) if pk.isascii() and '"' not in pk and "\\" not in pk else len(json.dumps(pk))
+    # json.dumps copies printable ASCII other than '"' and '\' as is and escapes everything
+    # else (control characters to up to 6 bytes, non-ASCII to 6 or 12): measure those exactly.
+    plain = pk.isascii() and pk.isprintable() and '"' not in pk and "\\" not in pk
+    pk_len = len(pk) if plain else len(json.dumps(pk))
     return fixed + 4 * ((len(data) + 2) // 3) + pk_len + 2 * len(raw["SequenceNumber"])
 
 

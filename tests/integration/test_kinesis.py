@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -15,7 +17,16 @@ import pytest
 
 from tests.support.aws import Queue, client, wait_until
 from tests.support.records import read_invocations
-from tests.support.streams import STREAM_ENV, create_stream, put, put_many, stream_mapping
+from tests.support.streams import (
+    STREAM_ENV,
+    create_stream,
+    owners,
+    put,
+    put_many,
+    sqlite_leases,
+    stream_mapping,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +275,92 @@ def test_bisection_isolates_a_poison_record_and_sends_its_batch_info(
     ]
     assert rt.metric("lambda_on_failure_destination_delivered_events_total") == 2
     assert rt.stop() == 0
+
+
+def overlap_per_lane(record_file: Path) -> int:
+    """Most invocations running at once."""
+    invs = read_invocations(record_file)
+    events = sorted(
+        [(i.started, 1) for i in invs] + [(i.ended or 1e18, -1) for i in invs],
+        key=lambda e: (e[0], e[1]),
+    )
+    most = now = 0
+    for _, d in events:
+        now += d
+        most = max(most, now)
+    return most
+
+
+def test_parallelization_factor_runs_keys_of_one_shard_at_once_in_order_per_key(
+    kinesis, runtime_factory, record_file, env
+):
+    arn = create_stream(kinesis, 1)
+    put_many(kinesis, arn, [(f"key-{i % 16}", {"n": i, "sleep": 0.3}) for i in range(64)])
+    cfg = stream_mapping(arn, record_file, BatchSize=4, ParallelizationFactor=4)
+    rt = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 64, 60)
+    invs = starts(record_file)
+    assert sum(len(i["sequences"]) for i in invs) == 64
+    assert 2 <= overlap_per_lane(record_file) <= 4
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for inv in invs:
+        for key, value in zip(inv["keys"], inv["values"], strict=True):
+            by_key[key].append(value["n"])
+    for key, ns in by_key.items():
+        assert ns == sorted(ns), key
+    assert rt.stop() == 0
+
+
+def test_a_shard_blocked_by_a_failing_batch_is_reported(kinesis, runtime_factory, record_file, env):
+    arn = create_stream(kinesis, 1)
+    put(kinesis, arn, [("k", {"n": 0, "fail_until": time.time() + 4}), ("k", {"n": 1})])
+    cfg = stream_mapping(arn, record_file)
+    rt = runtime_factory(cfg, env={**env, "ESM_BLOCKED_UNIT_WARNING_SECONDS": "1"}).start()
+    wait_until(lambda: rt.metric("esm_unit_blocked_seconds") >= 1, 20)
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 2, 30)
+    wait_until(lambda: rt.metric("esm_unit_blocked_seconds") == 0, 10)
+    assert "unit blocked by a failing batch" in rt.logs()
+    assert "unit no longer blocked" in rt.logs()
+
+
+def test_filtered_out_records_are_checkpointed_without_invoking(
+    kinesis, runtime_factory, record_file, env
+):
+    arn = create_stream(kinesis, 1)
+    put_many(kinesis, arn, [("k", {"n": i, "kind": "a" if i % 2 else "b"}) for i in range(10)])
+    cfg = stream_mapping(
+        arn,
+        record_file,
+        FilterCriteria={"Filters": [{"Pattern": json.dumps({"data": {"kind": ["a"]}})}]},
+    )
+    rt = runtime_factory(cfg, env=env).start()
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 10, 30)
+    assert sorted(v["n"] for v in invoked_values(record_file)) == [1, 3, 5, 7, 9]
+    assert rt.metric("lambda_filtered_out_events_total") == 5
+
+
+def test_a_killed_worker_s_shards_move_at_once_inside_the_pod(
+    kinesis, runtime_factory, record_file, env
+):
+    arn = create_stream(kinesis, 4)
+    cfg = stream_mapping(arn, record_file, BatchSize=5)
+    # A long failover: the shards may only move this fast because the supervisor frees
+    # the dead worker's leases.
+    rt = runtime_factory(cfg, workers=2, env={**env, "ESM_LEASE_FAILOVER_SECONDS": "60"}).start()
+    data = Path(env["ESM_DATA_DIR"])
+    # Balanced: each worker holds two shards (one asked the other for a hand-off).
+    wait_until(lambda: sorted(owners(sqlite_leases(data)).values()) == [2, 2], 30)
+    put_many(kinesis, arn, [(f"k{i}", {"n": i}) for i in range(40)])
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 40, 30)
+    victim_owner = sorted(owners(sqlite_leases(data)))[0]
+    victim = worker_pid(rt.logs(), victim_owner.split("/")[1] + "/" + victim_owner.split("/")[2])
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    put_many(kinesis, arn, [(f"k{i}", {"n": i}) for i in range(40, 80)])
+    wait_until(lambda: len({v["n"] for v in invoked_values(record_file)}) == 80, 30)
+    assert time.monotonic() - killed_at < 20, "moved without waiting for lease expiry"
+    assert "freed the shard leases of an ended worker" in rt.logs()
+    wait_until(lambda: sum(owners(sqlite_leases(data)).values()) == 4, 30)
+    assert victim_owner not in owners(sqlite_leases(data))
+    ns = [v["n"] for v in invoked_values(record_file)]
+    assert sorted(set(ns)) == list(range(80)), "nothing lost"

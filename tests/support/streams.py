@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,35 @@ def stream_mapping(
 ) -> dict[str, Any]:
     mapping.setdefault("StartingPosition", "TRIM_HORIZON")
     return single_mapping(arn, record_file, handler=handler, **mapping)
+
+
+def sqlite_leases(data_dir: Path) -> list[dict[str, Any]]:
+    """The SQLite lease store's rows (read directly, as an operator would)."""
+    import sqlite3
+
+    path = data_dir / "leases.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM leases ORDER BY shard")]
+    finally:
+        db.close()
+
+
+def owners(leases: list[dict[str, Any]]) -> Counter[str]:
+    """Leases held per owner, for the shards that have not ended."""
+    return Counter(lz["owner"] for lz in leases if lz["owner"] and lz["checkpoint"] != "SHARD_END")
+
+
+def worker_pid(logs: str, worker: str) -> int:
+    """The pid of the latest start of ``worker`` ("fn/0"), from the supervisor's log."""
+    pid = None
+    for line in logs.splitlines():
+        if '"worker started"' in line:
+            rec = json.loads(line)
+            if rec.get("worker") == worker:
+                pid = int(rec["pid"])
+    assert pid is not None, f"no start of {worker} in the log"
+    return pid
