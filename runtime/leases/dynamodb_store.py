@@ -94,7 +94,8 @@ class DynamoDbLeaseStore:
                         "leaseCounter": {"N": "0"},
                         "parents": {"S": json.dumps(list(parents))},
                     },
-                    ConditionExpression="attribute_not_exists(shard)",
+                    ConditionExpression="attribute_not_exists(#s)",
+                    ExpressionAttributeNames={"#s": "shard"},
                 )
             except Exception as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
@@ -105,7 +106,8 @@ class DynamoDbLeaseStore:
         out: list[Lease] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "mapping = :m",
+            "KeyConditionExpression": "#m = :m",
+            "ExpressionAttributeNames": {"#m": "mapping"},
             "ExpressionAttributeValues": {":m": {"S": self._mapping}},
             "ConsistentRead": True,
         }

@@ -43,7 +43,7 @@ from runtime.leases.store import END, Lease, LeaseStore, Position
 from runtime.metrics import ITERATOR_AGE, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
-from runtime.sources.base import Assignment, UnitSink
+from runtime.sources.base import Assignment, SourceError, UnitSink
 from runtime.sources.shard_apis import ExpiredIterator, ShardApi, Throttled
 from runtime.sources.stream_records import StreamShape, stream_identifier
 
@@ -148,8 +148,13 @@ class ShardSource:
     async def start(self, sink: UnitSink) -> None:
         self._sink = sink
         await self._api.check()
-        await self._store.open()
-        await self._sync_shards()
+        try:
+            await self._store.open()
+            await self._sync_shards()
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"cannot start reading {self.mapping.source.arn}: {exc}") from exc
         self._coordinator = LeaseCoordinator(
             self._store,
             self,
