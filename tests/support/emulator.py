@@ -123,3 +123,50 @@ class Tansu:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
             self._log.close()
+
+
+KINESIS_LOCAL = Path(
+    os.environ.get(
+        "ESM_TEST_KINESIS_LOCAL", REPO / ".emu-node" / "node_modules" / "kinesis-local" / "main.js"
+    )
+)
+
+
+class KinesisLocal:
+    """kinesis-local (a faithful Kinesis that reshards: split, merge, parent shards)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"kinesis-local-{self.port}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if not KINESIS_LOCAL.exists():
+            raise RuntimeError(f"{KINESIS_LOCAL} is missing: run deploy/setup.sh --test first")
+        env = dict(
+            os.environ,
+            KINESIS_MOCK_PLAIN_PORT=str(self.port),
+            KINESIS_MOCK_TLS_PORT=str(free_port()),
+            KINESIS_MOCK_CERT_PATH=str(KINESIS_LOCAL.parent / "server.json"),
+            # Resharding takes effect quickly (the defaults model AWS's delays).
+            SHARD_LIMIT="100",
+            CREATE_STREAM_DURATION="100ms",
+            UPDATE_SHARD_COUNT_DURATION="100ms",
+            SPLIT_SHARD_DURATION="100ms",
+            MERGE_SHARDS_DURATION="100ms",
+        )
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            ["node", str(KINESIS_LOCAL)], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        wait_tcp("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._log.close()
