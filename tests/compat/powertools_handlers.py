@@ -90,3 +90,52 @@ def kafka_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         processor=kafka_processor,
         context=context,
     )
+
+
+kinesis_processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+dynamodb_processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+
+def kinesis_record_handler(record: Any) -> None:
+    """Powertools' Kinesis record: fails records whose JSON data has "fail": true."""
+    value = record.kinesis.data_as_json()
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(json.dumps({"sequence": record.kinesis.sequence_number, "value": value}) + "\n")
+    if value.get("fail"):
+        raise ValueError(f"cannot process {record.kinesis.sequence_number}")
+
+
+def kinesis_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event,
+        record_handler=kinesis_record_handler,
+        processor=kinesis_processor,
+        context=context,
+    )
+
+
+def dynamodb_record_handler(record: Any) -> None:
+    """Powertools' DynamoDB record: fails new images whose "fail" attribute is true."""
+    image = record.dynamodb.new_image or {}
+    with open(os.environ["RECORD_FILE"], "a") as f:
+        f.write(
+            json.dumps(
+                {
+                    "sequence": record.dynamodb.sequence_number,
+                    "id": image.get("id"),
+                    "event": record.event_name.name,
+                }
+            )
+            + "\n"
+        )
+    if image.get("fail"):
+        raise ValueError(f"cannot process {record.dynamodb.sequence_number}")
+
+
+def dynamodb_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event,
+        record_handler=dynamodb_record_handler,
+        processor=dynamodb_processor,
+        context=context,
+    )

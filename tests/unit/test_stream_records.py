@@ -39,7 +39,7 @@ from runtime.destinations.record import (
     iso_seconds,
 )
 from runtime.invoke.invoker import FunctionError, InvocationResult
-from runtime.invoke.response import OutcomeKind, parse_batch_response
+from runtime.invoke.response import BatchOutcome, OutcomeKind, parse_batch_response
 from runtime.pipeline.execution import event_size, outcome_of, split_by_outcome
 from runtime.pipeline.records import Record
 from runtime.sources.shard_apis import DynamoDbStreamsApi, KinesisApi
@@ -146,8 +146,8 @@ def reversed_keys(value: Any) -> Any:
     """``value`` with every object's keys in reverse order (the output must not follow input
     order); attribute maps of DynamoDB images are left alone, their order is the item's."""
     if isinstance(value, dict):
-        return {k: v if k in ("Keys", "NewImage", "OldImage") else reversed_keys(v)
-                for k, v in reversed(value.items())}  # fmt: skip
+        images = ("Keys", "NewImage", "OldImage")
+        return {k: v if k in images else reversed_keys(v) for k, v in reversed(value.items())}
     return value
 
 
@@ -182,6 +182,13 @@ def stream_record(
         timestamp_ms=timestamp_ms,
         unit=shard,
         token=1,
+    )
+
+
+def shard_source_record(api: KinesisApi | DynamoDbStreamsApi, raw: dict[str, Any]) -> Record:
+    """What the shard source makes of a raw record with the api's own helpers."""
+    return stream_record(
+        api.payload(raw, SHARD), api.sequence(raw), shard=SHARD, timestamp_ms=api.arrival_ms(raw)
     )
 
 
@@ -334,8 +341,12 @@ def test_kinesis_arrival_timestamp_is_epoch_seconds_with_milliseconds(
     "data", [b"", b"\x00", b"\xff\xfe\x00binary", "héllo".encode(), b"x" * 1000]
 )
 def test_kinesis_data_is_base64_of_the_bytes(data: bytes) -> None:
-    wire = {"SequenceNumber": "1", "ApproximateArrivalTimestamp": 1.0, "PartitionKey": "p",
-            "Data": base64.b64encode(data).decode()}  # fmt: skip
+    wire = {
+        "SequenceNumber": "1",
+        "ApproximateArrivalTimestamp": 1.0,
+        "PartitionKey": "p",
+        "Data": base64.b64encode(data).decode(),
+    }
     [raw] = botocore_records("kinesis", [wire])
     assert raw.get("Data", b"") == data
     built = kinesis_payload(
@@ -368,15 +379,9 @@ AWKWARD_KEYS = [
     "k" * 256,
     'mixed \x01 é 😀 " \\',
 ]
-AWKWARD_DATA = [
-    b"",
-    b"x",
-    b"xy",
-    b"xyz",
-    b"\x00\xff" * 7,
-    b"d" * (1024 * 1024),
-    b"\xfe" * (1024 * 1024 - 1),
-]
+MIB = 1024 * 1024
+AWKWARD_DATA = [b"", b"x", b"xy", b"xyz", b"\x00\xff" * 7, b"d" * MIB, b"\xfe" * (MIB - 1)]
+LATEST_TEN_DIGITS = dt.datetime(2286, 11, 20, 17, 46, 39, 999000, tzinfo=dt.UTC)  # 9999999999.999
 
 
 def assert_size_bound(api: KinesisApi, raw: dict[str, Any], shard: str = SHARD) -> None:
@@ -390,15 +395,23 @@ def assert_size_bound(api: KinesisApi, raw: dict[str, Any], shard: str = SHARD) 
 
 @pytest.mark.parametrize("key", AWKWARD_KEYS, ids=repr)
 def test_kinesis_record_size_bounds_awkward_partition_keys(key: str) -> None:
-    raw = {"SequenceNumber": SEQ, "PartitionKey": key, "Data": b"hello",
-           "ApproximateArrivalTimestamp": dt.datetime(2286, 11, 20, 17, 46, 39, 999000, tzinfo=dt.UTC)}  # fmt: skip
+    raw = {
+        "SequenceNumber": SEQ,
+        "PartitionKey": key,
+        "Data": b"hello",
+        "ApproximateArrivalTimestamp": LATEST_TEN_DIGITS,
+    }
     assert_size_bound(kinesis_api(), raw)
 
 
 @pytest.mark.parametrize("data", AWKWARD_DATA, ids=lambda d: f"{len(d)}B")
 def test_kinesis_record_size_bounds_data_of_any_length(data: bytes) -> None:
-    raw = {"SequenceNumber": SEQ, "PartitionKey": "😀\x00", "Data": data,
-           "ApproximateArrivalTimestamp": dt.datetime(2024, 2, 29, 23, 59, 59, 999000, tzinfo=dt.UTC)}  # fmt: skip
+    raw = {
+        "SequenceNumber": SEQ,
+        "PartitionKey": "😀\x00",
+        "Data": data,
+        "ApproximateArrivalTimestamp": LATEST_TEN_DIGITS,
+    }
     assert_size_bound(kinesis_api(), raw)
 
 
@@ -416,8 +429,12 @@ def test_kinesis_record_size_of_a_record_without_data_or_timestamp() -> None:
 @pytest.mark.parametrize("name", ["s", "ab", "abc"])
 def test_kinesis_record_size_bounds_the_shortest_stream_names(name: str) -> None:
     arn = f"arn:aws:kinesis:us-east-1:123456789012:stream/{name}"
-    raw = {"SequenceNumber": SEQ, "PartitionKey": "", "Data": b"",
-           "ApproximateArrivalTimestamp": dt.datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)}  # fmt: skip
+    raw = {
+        "SequenceNumber": SEQ,
+        "PartitionKey": "",
+        "Data": b"",
+        "ApproximateArrivalTimestamp": dt.datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC),
+    }
     api = kinesis_api(arn, "us-east-1")
     payload = api.payload(raw, "shardId-000000000000")
     assert api.size(raw, payload) >= len(compact(payload)) + 1
@@ -448,13 +465,14 @@ _kinesis_raw = st.fixed_dictionaries(
 def test_kinesis_batch_size_bounds_the_event(
     records: list[dict[str, Any]], name: str, region: str, shard: int
 ) -> None:
-    api = kinesis_api(f"arn:aws:kinesis:{region}:123456789012:stream/{name}", region)
+    arn = f"arn:aws:kinesis:{region}:123456789012:stream/{name}"
+    api, shape = kinesis_api(arn, region), kinesis_shape(arn)
     shard_id = f"shardId-{shard:012d}"
     payloads = [api.payload(raw, shard_id) for raw in records]
-    event = kinesis_shape(api._arn).build_event(
+    event = shape.build_event(
         [stream_record(p, "1", shard=shard_id, timestamp_ms=0) for p in payloads]
     )
-    estimate = kinesis_shape(api._arn).envelope_bytes + sum(
+    estimate = shape.envelope_bytes + sum(
         api.size(raw, p) for raw, p in zip(records, payloads, strict=True)
     )
     assert estimate >= event_size(event)
@@ -574,10 +592,20 @@ def test_dynamodb_binary_values_come_out_base64_at_every_depth() -> None:
     ],
 )
 def test_dynamodb_creation_time_is_an_epoch_seconds_number(when: dt.datetime) -> None:
-    raw = {"eventID": "1", "eventName": "INSERT", "eventVersion": "1.1",
-           "eventSource": "aws:dynamodb", "awsRegion": REGION,
-           "dynamodb": {"ApproximateCreationDateTime": when, "Keys": {"Id": {"N": "1"}},
-                        "SequenceNumber": "111", "SizeBytes": 8, "StreamViewType": "KEYS_ONLY"}}  # fmt: skip
+    raw = {
+        "eventID": "1",
+        "eventName": "INSERT",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": REGION,
+        "dynamodb": {
+            "ApproximateCreationDateTime": when,
+            "Keys": {"Id": {"N": "1"}},
+            "SequenceNumber": "111",
+            "SizeBytes": 8,
+            "StreamViewType": "KEYS_ONLY",
+        },
+    }
     built = dynamodb_payload(raw, stream_arn=DDB_ARN)
     assert built["dynamodb"]["ApproximateCreationDateTime"] == 1573690399.0
     assert '"ApproximateCreationDateTime":1573690399.0,' in compact(built)
@@ -643,8 +671,9 @@ def _batch_info_key(service: str) -> str:
 
 
 def _seq(service: str, record: dict[str, Any]) -> str:
-    seq = record["kinesis"]["sequenceNumber"] if service == "kinesis" else record["dynamodb"]["SequenceNumber"]  # fmt: skip
-    return cast(str, seq)
+    if service == "kinesis":
+        return cast(str, record["kinesis"]["sequenceNumber"])
+    return cast(str, record["dynamodb"]["SequenceNumber"])
 
 
 def what_lambda_did(case: dict[str, Any]) -> OutcomeKind:
@@ -697,18 +726,19 @@ def scenario_result(case: dict[str, Any]) -> InvocationResult:
 STREAM_SHAPE = types.SimpleNamespace(parse_identifier=ShardSource.parse_identifier)
 
 
+def scenario_outcome(case: dict[str, Any], records: list[Record]) -> BatchOutcome:
+    """outcome_of() (what BatchExecution calls) for the scenario's invocation result."""
+    report = "ReportBatchItemFailures" in case["mapping"]["FunctionResponseTypes"]
+    mapping = types.SimpleNamespace(report_batch_item_failures=report)
+    return outcome_of(scenario_result(case), records, cast(Any, mapping), cast(Any, STREAM_SHAPE))
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_recorded_scenario_has_the_recorded_outcome(name: str) -> None:
     case = SCENARIOS[name]
     expected = what_lambda_did(case)
     records = scenario_records(case)
-    mapping = types.SimpleNamespace(
-        report_batch_item_failures="ReportBatchItemFailures"
-        in case["mapping"]["FunctionResponseTypes"]
-    )
-    outcome = outcome_of(
-        scenario_result(case), records, cast(Any, mapping), cast(Any, STREAM_SHAPE)
-    )
+    outcome = scenario_outcome(case, records)
     assert outcome.kind is expected, outcome.reason
     if not case["handler"]["raises"]:  # the same answer straight from the parser
         ids = {r.item_id for r in records}
@@ -729,16 +759,10 @@ def test_recorded_scenario_onfailure_record_exactly(name: str) -> None:
     recorded = case["destination_record"]
     key = _batch_info_key(case["service"])
     stream_arn = recorded[key]["streamArn"]
-    shape = (
-        kinesis_shape(stream_arn) if case["service"] == "kinesis" else dynamodb_shape(stream_arn)
-    )
+    shape = (kinesis_shape if case["service"] == "kinesis" else dynamodb_shape)(stream_arn)
     assert shape.batch_info_key == key
     records = scenario_records(case)
-    _, failed = split_by_outcome(
-        outcome_of(scenario_result(case), records, cast(Any, types.SimpleNamespace(
-            report_batch_item_failures=True)), cast(Any, STREAM_SHAPE)),
-        records,
-    )  # fmt: skip
+    _, failed = split_by_outcome(scenario_outcome(case, records), records)
     when, printed = timestamp_of(recorded["timestamp"])
     built = invocation_record(
         request_id=recorded["requestContext"]["requestId"],
@@ -793,7 +817,7 @@ def test_recorded_partial_failure_retries_from_the_reported_record(service: str)
         failing,
         1,
     )
-    shape = kinesis_shape(info["streamArn"]) if service == "kinesis" else dynamodb_shape(info["streamArn"])  # fmt: skip
+    shape = (kinesis_shape if service == "kinesis" else dynamodb_shape)(info["streamArn"])
     ts = epoch_ms(RECORDED_INSTANT)
     records = [
         stream_record(r, _seq(service, r), shard=info["shardId"], timestamp_ms=ts)
@@ -922,12 +946,11 @@ def test_kinesis_batch_info_arrivals_are_the_arrival_milliseconds(
     first: dt.datetime, last: dt.datetime
 ) -> None:
     api = kinesis_api()
-    raws = [{"SequenceNumber": s, "PartitionKey": "p", "Data": b"", "ApproximateArrivalTimestamp": t}
-            for s, t in (("1", first), ("2", last))]  # fmt: skip
-    records = [
-        stream_record(api.payload(r, SHARD), api.sequence(r), shard=SHARD, timestamp_ms=api.arrival_ms(r))
-        for r in raws
-    ]  # fmt: skip
+    raws = [
+        {"SequenceNumber": s, "PartitionKey": "p", "Data": b"", "ApproximateArrivalTimestamp": t}
+        for s, t in (("1", first), ("2", last))
+    ]
+    records = [shard_source_record(api, raw) for raw in raws]
     info = kinesis_shape(KINESIS_ARN).batch_info(records, 0)
     assert info["approximateArrivalOfFirstRecord"] == iso_millis(first)
     assert info["approximateArrivalOfLastRecord"] == iso_millis(last)
@@ -943,12 +966,15 @@ def test_dynamodb_batch_info_arrivals_are_whole_seconds(
 ) -> None:
     api = DynamoDbStreamsApi(cast(Any, None), stream_arn=DDB_ARN, region=None)
     # DynamoDB Streams creation times are whole seconds; cut any fraction all the same
-    raws = [{"eventID": s, "eventName": "INSERT", "dynamodb": {"ApproximateCreationDateTime": t,
-             "Keys": {"k": {"S": s}}, "SequenceNumber": s}} for s, t in (("1", first), ("2", last))]  # fmt: skip
-    records = [
-        stream_record(api.payload(r, "shardId-1"), api.sequence(r), shard="shardId-1", timestamp_ms=api.arrival_ms(r))
-        for r in raws
-    ]  # fmt: skip
+    raws = [
+        {
+            "eventID": s,
+            "eventName": "INSERT",
+            "dynamodb": {"ApproximateCreationDateTime": t, "Keys": {}, "SequenceNumber": s},
+        }
+        for s, t in (("1", first), ("2", last))
+    ]
+    records = [shard_source_record(api, raw) for raw in raws]
     info = dynamodb_shape(DDB_ARN).batch_info(records, 0)
     assert info["approximateArrivalOfFirstRecord"] == iso_seconds(first)
     assert info["approximateArrivalOfLastRecord"] == iso_seconds(last)
@@ -956,9 +982,7 @@ def test_dynamodb_batch_info_arrivals_are_whole_seconds(
 
 
 def test_batch_info_names_the_first_and_last_record_of_the_batch() -> None:
-    seqs = ["49590338271490256608559692538361571095921575989136588898",
-            "49590338271490256608559692538361571095921575989136588899",
-            "49590338271490256608559692540925702759324208523137515618"]  # fmt: skip
+    seqs = [SEQ, SEQ[:-1] + "9", "49590338271490256608559692540925702759324208523137515618"]
     stamps = [1573691884835.0, 1573691885000.0, 1573691885580.0]
     records = [
         stream_record({}, s, shard="shardId-000000000001", timestamp_ms=t)
