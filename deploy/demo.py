@@ -1,18 +1,22 @@
 """The local demo: emulator, runtime and traffic, with progress on the terminal.
 
 Run through deploy/demo.sh (which installs everything first). It starts ministack (unless one
-already answers on the port), creates the ``orders`` queue with a dead-letter queue, starts the
-runtime with deploy/example-config.yaml and handlers/orders.py, sends orders (a few of them
-invalid, to show partial batch failures ending in the DLQ) and prints progress read from the
-runtime's own /metrics. Ctrl-C stops the traffic, drains the runtime and stops the emulator.
+already answers on the port), creates the ``orders`` queue with a dead-letter queue and the
+``shipments`` Kinesis stream with its on-failure queue, starts the runtime with
+deploy/example-config.yaml (handlers/orders.py and handlers/shipments.py), sends orders and
+shipments (a few of them invalid, to show partial batch failures ending in the DLQ and in the
+on-failure destination) and prints progress read from the runtime's own /metrics. Ctrl-C stops
+the traffic, drains the runtime and stops the emulator.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +87,43 @@ def make_queues(sqs: Any) -> str:
     return url
 
 
+def make_stream(kinesis: Any, sqs: Any) -> None:
+    sqs.create_queue(QueueName="shipments-failed")
+    with contextlib.suppress(kinesis.exceptions.ResourceInUseException):
+        kinesis.create_stream(StreamName="shipments", ShardCount=2)
+    for _ in range(100):
+        summary = kinesis.describe_stream_summary(StreamName="shipments")
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            return
+        time.sleep(0.1)
+    sys.exit("the shipments stream did not become ACTIVE")
+
+
+class Shipments(threading.Thread):
+    """Puts shipments on the stream; about 1% have no weight and end in shipments-failed."""
+
+    def __init__(self, kinesis: Any, rate: int) -> None:
+        super().__init__(daemon=True)
+        self.kinesis, self.rate = kinesis, max(1, rate)
+        self.sent = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopped.is_set():
+            started = time.monotonic()
+            records = []
+            for _ in range(10):
+                n += 1
+                body: dict[str, Any] = {"id": n, "truck": f"truck-{n % 25}"}
+                if random.random() >= 0.01:
+                    body["weight"] = round(random.uniform(1, 40), 1)
+                records.append({"PartitionKey": body["truck"], "Data": json.dumps(body).encode()})
+            self.kinesis.put_records(StreamName="shipments", Records=records)
+            self.sent += len(records)
+            self.stopped.wait(max(0.0, 10 / self.rate - (time.monotonic() - started)))
+
+
 class Traffic(threading.Thread):
     """Sends orders at a steady rate; about 2% are invalid and end up in the DLQ."""
 
@@ -144,6 +185,18 @@ def main() -> int:
     )
     url = make_queues(sqs)
     dlq_url = sqs.get_queue_url(QueueName="orders-dlq")["QueueUrl"]
+    kinesis = botocore.session.get_session().create_client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    make_stream(kinesis, sqs)
+    failed_url = sqs.get_queue_url(QueueName="shipments-failed")["QueueUrl"]
+    # Shard leases and checkpoints of this run only (the emulator's stream is new each time).
+    data_dir = REPO / ".demo-data"
+    shutil.rmtree(data_dir, ignore_errors=True)
 
     env = dict(
         os.environ,
@@ -152,6 +205,8 @@ def main() -> int:
         ESM_HTTP_PORT=str(args.http_port),
         ESM_WORKERS=str(args.workers),
         ESM_LOG_FORMAT="json",
+        ESM_DATA_DIR=str(data_dir),
+        ESM_STREAM_POLL_INTERVAL_SECONDS="0.2",
     )
     runtime_log = open(REPO / "demo-runtime.log", "wb")  # noqa: SIM115
     runtime = subprocess.Popen(
@@ -168,31 +223,38 @@ def main() -> int:
 
     while (
         not answers(f"http://127.0.0.1:{args.http_port}/readyz")
-        or scrape(args.http_port).get("esm_workers_alive", 0) < args.workers
+        or scrape(args.http_port).get("esm_workers_alive", 0) < args.workers + 1
     ):
         if runtime.poll() is not None:
             print((REPO / "demo-runtime.log").read_text()[-3000:])
             sys.exit(f"the runtime exited with {runtime.returncode}; see demo-runtime.log")
         time.sleep(0.2)
     print(
-        f"runtime up: {args.workers} workers; metrics at http://127.0.0.1:{args.http_port}/metrics"
+        f"runtime up: {args.workers} + 1 workers; metrics at http://127.0.0.1:{args.http_port}/metrics"
         f" (also /healthz, /readyz); logs in demo-runtime.log\n"
-        f"sending {args.rate} orders/s to the 'orders' queue; Ctrl-C to stop\n"
+        f"sending {args.rate} orders/s to the 'orders' queue and {args.rate // 2} shipments/s "
+        f"to the 'shipments' stream; Ctrl-C to stop\n"
     )
     traffic = Traffic(sqs, url, args.rate)
     traffic.start()
+    shipments = Shipments(kinesis, args.rate // 2)
+    shipments.start()
     started = time.monotonic()
     while not stop.wait(2.0):
         m = scrape(args.http_port)
         dlq = sqs.get_queue_attributes(
             QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]["ApproximateNumberOfMessages"]
+        given_up = sqs.get_queue_attributes(
+            QueueUrl=failed_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
         print(
-            f"[{time.monotonic() - started:6.1f}s] sent {traffic.sent:6d} | "
+            f"[{time.monotonic() - started:6.1f}s] orders: sent {traffic.sent:6d} | "
             f"processed {int(m.get('lambda_deleted_events_total', 0)):6d} | "
-            f"failed items {int(m.get('lambda_failed_invoke_events_total', 0)):4d} | "
-            f"in DLQ {dlq:>4} | invocations {int(m.get('lambda_invocations_total', 0)):5d} | "
-            f"concurrency limit {int(m.get('esm_concurrency_limit', 0)):3d}",
+            f"in DLQ {dlq:>4} || shipments: sent {shipments.sent:6d} | "
+            f"checkpointed {int(m.get('lambda_committed_events_total', 0)):6d} | "
+            f"given up {given_up:>3} | shards {int(m.get('esm_owned_units', 0))} || "
+            f"invocations {int(m.get('lambda_invocations_total', 0)):5d}",
             flush=True,
         )
         if args.duration and time.monotonic() - started >= args.duration:
@@ -203,7 +265,9 @@ def main() -> int:
 
     print("\nstopping: traffic, then the runtime (draining in-flight batches)...")
     traffic.stopped.set()
+    shipments.stopped.set()
     traffic.join()
+    shipments.join()
     final = scrape(args.http_port)
     runtime.send_signal(signal.SIGTERM)
     code = runtime.wait(60)
@@ -211,8 +275,10 @@ def main() -> int:
         emulator.terminate()
         emulator.wait(10)
     print(
-        f"sent {traffic.sent}, processed {int(final.get('lambda_deleted_events_total', 0))}; "
-        f"runtime exited with {code}"
+        f"orders sent {traffic.sent}, processed "
+        f"{int(final.get('lambda_deleted_events_total', 0))}; "
+        f"shipments sent {shipments.sent}, checkpointed "
+        f"{int(final.get('lambda_committed_events_total', 0))}; runtime exited with {code}"
     )
     return 0 if code == 0 else 1
 

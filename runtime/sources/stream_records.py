@@ -148,8 +148,14 @@ def dynamodb_payload(raw: dict[str, Any], *, stream_arn: str) -> dict[str, Any]:
         "dynamodb": ddb,
         "eventSourceARN": stream_arn,
     }
-    if "userIdentity" in raw:
-        out["userIdentity"] = raw["userIdentity"]
+    if identity := raw.get("userIdentity"):
+        # TTL deletions. The DynamoDB Streams API (so botocore) names the fields Type and
+        # PrincipalId; Lambda's event, and the TTL filters AWS documents for it, say
+        # {"type": "Service", "principalId": "dynamodb.amazonaws.com"}.
+        names = (("type", "Type"), ("principalId", "PrincipalId"))
+        out["userIdentity"] = {
+            name: identity[key] for name, api in names for key in (api, name) if key in identity
+        }
     return out
 
 

@@ -33,4 +33,6 @@ def test_demo_runs_traffic_and_stops_cleanly(aws_endpoint):
     assert out.returncode == 0, out.stdout + out.stderr
     processed = [int(n) for n in re.findall(r"processed\s+(\d+)", out.stdout)]
     assert processed and processed[-1] > 100, out.stdout
+    checkpointed = [int(n) for n in re.findall(r"checkpointed\s+(\d+)", out.stdout)]
+    assert checkpointed and checkpointed[-1] > 50, out.stdout
     assert "runtime exited with 0" in out.stdout

@@ -7,11 +7,14 @@
 and check the order within each message group. ``latency`` (Kafka events) appends, per
 invocation, ``{"pid", "now", "records": [[timestamp, latency], ...]}`` to RECORD_FILE: ``now``
 is time.time() in ms when the handler started, ``timestamp`` each record's Kafka timestamp (ms)
-and ``latency`` = now - timestamp, in ms.
+and ``latency`` = now - timestamp, in ms. ``sleep_20ms`` (Kinesis events) holds each batch for
+20 ms and, with RECORD_FILE set, appends ``{"pid", "start", "end", "records": [[partitionKey, n],
+...]}`` per invocation, like ``sleep_10ms`` (``n`` from the record's base64 JSON data).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -71,5 +74,33 @@ def latency(event: Any, context: Any) -> None:
     ]
     line = json.dumps(
         {"pid": os.getpid(), "now": round(now, 3), "records": records}, separators=(",", ":")
+    )
+    _append_line(path, line)
+
+
+def _kinesis_key(record: dict[str, Any]) -> list[Any]:
+    kinesis = record.get("kinesis", {})
+    try:
+        n = json.loads(base64.b64decode(kinesis["data"])).get("n")
+    except (ValueError, KeyError, AttributeError):
+        n = None
+    return [kinesis.get("partitionKey"), n]
+
+
+def sleep_20ms(event: Any, context: Any) -> None:
+    start = time.time()
+    time.sleep(0.02)
+    end = time.time()
+    path = os.environ.get("RECORD_FILE")
+    if not path:
+        return
+    line = json.dumps(
+        {
+            "pid": os.getpid(),
+            "start": start,
+            "end": end,
+            "records": [_kinesis_key(r) for r in event.get("Records", ())],
+        },
+        separators=(",", ":"),
     )
     _append_line(path, line)

@@ -611,14 +611,26 @@ def test_dynamodb_creation_time_is_an_epoch_seconds_number(when: dt.datetime) ->
     assert '"ApproximateCreationDateTime":1573690399.0,' in compact(built)
 
 
-def test_dynamodb_ttl_user_identity_is_kept() -> None:
-    identity = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+def test_dynamodb_ttl_user_identity_in_the_event_spelling() -> None:
+    """TTL deletions: the Streams API says Type/PrincipalId, Lambda's event (and the TTL filter
+    AWS documents, {"userIdentity": {"type": ["Service"], ...}}) type/principalId (esm-spec
+    §2.3; DynamoDB developer guide, time-to-live-ttl-streams). Not AWS-recorded."""
+    wire_identity = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
     [doc, _] = EVENTS["ddb_doc"]["event"]["Records"]
-    [raw] = botocore_records("dynamodbstreams", [{**ddb_wire(doc, 0.0), "userIdentity": identity}])
+    wire = {**ddb_wire(doc, 0.0), "eventName": "REMOVE", "userIdentity": wire_identity}
+    [raw] = botocore_records("dynamodbstreams", [wire])
+    assert raw["userIdentity"] == wire_identity
     built = dynamodb_payload(raw, stream_arn=DDB_ARN)
-    # AWS's position of userIdentity is not recorded; only that it is delivered
-    assert built["userIdentity"] == identity
+    assert list(built["userIdentity"].items()) == [
+        ("type", "Service"),
+        ("principalId", "dynamodb.amazonaws.com"),
+    ]
+    # where AWS puts userIdentity among the record's keys is not recorded
     assert [k for k in built if k != "userIdentity"] == DDB_RECORD_KEYS
+    assert "userIdentity" not in dynamodb_payload({**raw, "userIdentity": None}, stream_arn=DDB_ARN)
+    assert "userIdentity" not in dynamodb_payload(
+        botocore_records("dynamodbstreams", [ddb_wire(doc, 0.0)])[0], stream_arn=DDB_ARN
+    )
 
 
 # ---------------------------------------------------------------- item identifiers
@@ -879,20 +891,22 @@ def test_the_lowest_reported_sequence_number_is_the_checkpoint(
 # ----------------------------------------------------------------------- batch infos
 
 
-def _recorded_batch_infos() -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every recorded (and documented) KinesisBatchInfo / DDBStreamBatchInfo."""
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
+def _recorded_batch_infos() -> dict[str, tuple[str, dict[str, Any], bool]]:
+    """Every recorded (and documented) KinesisBatchInfo / DDBStreamBatchInfo: (key, block,
+    whether its key order is AWS's; S3 objects have their keys sorted)."""
+    out: dict[str, tuple[str, dict[str, Any], bool]] = {}
     for name, entry in ONFAILURE.items():
         for key in (KINESIS_BATCH_INFO, DDB_STREAM_BATCH_INFO):
             if key in entry["record"]:
-                out[f"onfailure_records:{name}"] = (key, entry["record"][key])
+                ordered = entry["kind"] != "s3"
+                out[f"onfailure_records:{name}"] = (key, entry["record"][key], ordered)
     for name, case in SCENARIOS.items():
         if case["destination_record"]:
             key = _batch_info_key(case["service"])
-            out[f"scenario:{name}"] = (key, case["destination_record"][key])
+            out[f"scenario:{name}"] = (key, case["destination_record"][key], True)
     for name, case in PARTIAL.items():
         key = _batch_info_key(name)
-        out[f"partial:{name}"] = (key, case["destination_record"][key])
+        out[f"partial:{name}"] = (key, case["destination_record"][key], True)
     return out
 
 
@@ -900,7 +914,7 @@ BATCH_INFOS = _recorded_batch_infos()
 
 
 def test_batch_infos_cover_both_streams_and_the_documentation() -> None:
-    keys = [key for key, _ in BATCH_INFOS.values()]
+    keys = [key for key, _, _ in BATCH_INFOS.values()]
     assert keys.count(KINESIS_BATCH_INFO) >= 10 and keys.count(DDB_STREAM_BATCH_INFO) >= 10
     assert {"onfailure_records:doc_kinesis", "onfailure_records:doc_ddb"} <= set(BATCH_INFOS)
 
@@ -908,8 +922,8 @@ def test_batch_infos_cover_both_streams_and_the_documentation() -> None:
 @pytest.mark.parametrize("name", sorted(BATCH_INFOS))
 def test_batch_info_is_the_recorded_block_exactly(name: str) -> None:
     """StreamShape.batch_info from records standing where the recorded batch stood."""
-    key, recorded = BATCH_INFOS[name]
-    assert list(recorded) == BATCH_INFO_KEYS
+    key, recorded, ordered = BATCH_INFOS[name]
+    assert list(recorded) == (BATCH_INFO_KEYS if ordered else sorted(BATCH_INFO_KEYS))
     first_at, first_printed = timestamp_of(recorded["approximateArrivalOfFirstRecord"])
     last_at, last_printed = timestamp_of(recorded["approximateArrivalOfLastRecord"])
     n = recorded["batchSize"]
@@ -931,7 +945,8 @@ def test_batch_info_is_the_recorded_block_exactly(name: str) -> None:
     assert built["approximateArrivalOfLastRecord"] == last_printed
     built["approximateArrivalOfFirstRecord"] = recorded["approximateArrivalOfFirstRecord"]
     built["approximateArrivalOfLastRecord"] = recorded["approximateArrivalOfLastRecord"]
-    assert json.dumps(built) == json.dumps(recorded)
+    assert list(built) == BATCH_INFO_KEYS
+    assert json.dumps(built, sort_keys=not ordered) == json.dumps(recorded)
 
 
 _ms_instants = st.integers(
