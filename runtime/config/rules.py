@@ -11,7 +11,6 @@ import time
 
 from runtime.config.model import EventSourceMappingConfig, StartingPosition
 from runtime.config.sources import (
-    IMPLEMENTED,
     SQS_FIFO_MAX_BATCH_SIZE,
     TRAITS,
     EventSource,
@@ -82,11 +81,6 @@ def check_mapping(
     failed validation (not to be reported missing again).
     """
     traits = TRAITS[source.kind]
-    if source.kind not in IMPLEMENTED:
-        problems.append(
-            f"EventSourceArn: {source.kind.value} event sources are not supported by this "
-            "runtime version yet"
-        )
 
     known = {f.alias for f in EventSourceMappingConfig.model_fields.values() if f.alias}
     for name in sorted((given & known) - traits.fields):

@@ -127,8 +127,6 @@ TRAITS: dict[SourceKind, SourceTraits] = {
     ),
 }
 
-# Sources whose runtime support exists. Others validate but are refused with a clear message.
-IMPLEMENTED: frozenset[SourceKind] = frozenset(SourceKind)
 
 SQS_FIFO_MAX_BATCH_SIZE = 10
 

@@ -42,7 +42,14 @@ from runtime.metrics import UNIT_BLOCKED, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, Checkpointer, CheckpointResult
 from runtime.ordered.flow import FlowLimits, UnitFlow
 from runtime.ordered.ownership import UnitState, UnitTable, wait_while_owned
-from runtime.pipeline.dispatch import BatchDispatcher
+from runtime.ordered.windows import (
+    ShardWindow,
+    StateHook,
+    WindowAcknowledger,
+    WindowedExecution,
+    WindowShape,
+)
+from runtime.pipeline.dispatch import BatchDispatcher, BatchRunner
 from runtime.pipeline.execution import BatchExecution, Destination, RecordBuilder
 from runtime.pipeline.failure import RetryPolicy
 from runtime.pipeline.filtering import RecordFilter
@@ -119,9 +126,40 @@ class StreamPipeline:
         self._stuck_handlers = stuck_handlers
         self._blocked_after = blocked_after_seconds
         self._checkpointer = Checkpointer(metrics)
-        self._dispatcher = BatchDispatcher(
-            mapping,
-            BatchExecution(
+        runner: BatchRunner
+        self._windows: WindowedExecution | None = None
+        seconds = mapping.raw.tumbling_window_in_seconds or 0
+        if seconds:
+            windows: dict[Hashable, ShardWindow] = {}
+            shape = WindowShape(
+                source, windows, seconds, (mapping.source.arn or "").split("/consumer/")[0]
+            )
+            hook = StateHook(windows)
+            self._windows = runner = WindowedExecution(
+                BatchExecution(
+                    mapping,
+                    shape,
+                    invoker,
+                    metrics,
+                    WindowAcknowledger(UnitAcknowledger(self), windows),
+                    retry=retry,
+                    failure_shape=shape,
+                    destination=destination,
+                    record_builder=record_builder,
+                    response_check=hook.check,
+                ),
+                shape,
+                UnitAcknowledger(self),
+                windows,
+                hook,
+                invoker,
+                metrics,
+                seconds=seconds,
+                complete=self.complete,
+            )
+            envelope = shape.envelope_bytes
+        else:
+            runner = BatchExecution(
                 mapping,
                 source,
                 invoker,
@@ -131,9 +169,13 @@ class StreamPipeline:
                 failure_shape=source,
                 destination=destination,
                 record_builder=record_builder,
-            ),
+            )
+            envelope = source.envelope_bytes
+        self._dispatcher = BatchDispatcher(
+            mapping,
+            runner,
             metrics,
-            envelope_bytes=source.envelope_bytes,
+            envelope_bytes=envelope,
             limit=lambda: self._concurrency,
             on_done=lambda: None,
             on_crash=self._on_crash,
@@ -175,6 +217,8 @@ class StreamPipeline:
                 await self._ticker
         await self._quiesce({s.unit for s in self.units}, within_seconds)
         await self._source.close()
+        if self._windows is not None:
+            await self._windows.close()
         left = [str(s.unit) for s in self.units]
         if left:
             self._log.warning(
@@ -330,6 +374,8 @@ class StreamPipeline:
 
     def _forget(self, state: UnitState) -> None:
         self.units.drop(state)
+        if self._windows is not None:
+            self._windows.forget({state.unit})
         self._source.lag_gauge(state.unit).set(0)
         if state.failing_since is not None:
             self._unblocked(state)

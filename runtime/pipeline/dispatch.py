@@ -20,24 +20,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Protocol
 
 import structlog
 
 from runtime.config.resolved import Mapping
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.batcher import Batcher
-from runtime.pipeline.execution import BatchExecution
 from runtime.pipeline.lanes import LaneQueue
 from runtime.pipeline.records import Batch, Record
 
 log = structlog.get_logger("runtime.pipeline")
 
 
+class BatchRunner(Protocol):
+    """Runs one batch to its end (:class:`~runtime.pipeline.execution.BatchExecution`, or a
+    tumbling-window execution around it)."""
+
+    async def run(self, batch: Batch) -> None: ...
+
+
 class BatchDispatcher:
     def __init__(
         self,
         mapping: Mapping,
-        execution: BatchExecution,
+        execution: BatchRunner,
         metrics: MappingMetrics,
         *,
         envelope_bytes: int,

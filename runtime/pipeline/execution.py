@@ -53,6 +53,8 @@ log = structlog.get_logger("runtime.pipeline")
 _DESTINATION_BACKOFF = (0.5, 30.0)
 # Lambda's error type for a failure of the runtime around the handler.
 RUNTIME_UNKNOWN = "Runtime.Unknown"
+# The error type of a response that breaks a rule of the mapping (a window without state).
+INVALID_RESPONSE = "InvalidResponse"
 
 
 class Destination(Protocol):
@@ -144,6 +146,7 @@ class BatchExecution:
         destination: Destination | None = None,
         record_builder: RecordBuilder | None = None,
         on_function_error: Callable[[], None] = lambda: None,
+        response_check: Callable[[list[Record], Any], str | None] | None = None,
     ) -> None:
         self.mapping = mapping
         self._shape = shape
@@ -155,6 +158,8 @@ class BatchExecution:
         self._destination = destination
         self._record_builder = record_builder
         self._on_function_error = on_function_error
+        # Extra rules for a response (a tumbling window's "state"): a message fails the batch.
+        self._response_check = response_check
         self._log = log.bind(
             event_source_mapping_uuid=mapping.uuid, function_name=mapping.function.name
         )
@@ -331,6 +336,16 @@ class BatchExecution:
             if invoked is None:
                 return None
             result = invoked
+            if result.error is None and self._response_check is not None:
+                problem = self._response_check(records, result.response)
+                if problem is not None:
+                    m.errors.inc()
+                    result = InvocationResult(
+                        result.request_id,
+                        None,
+                        FunctionError(INVALID_RESPONSE, problem),
+                        result.duration,
+                    )
             outcome = outcome_of(result, records, self.mapping, self._shape)
         except Exception as exc:
             # A failure of the runtime around the handler: the batch fails as a function

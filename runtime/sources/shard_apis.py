@@ -20,6 +20,7 @@ from runtime.leases.store import Position
 from runtime.sources.aws import AwsClients, error_code
 from runtime.sources.base import SourceError
 from runtime.sources.stream_records import (
+    KINESIS_OVERHEAD,
     dynamodb_payload,
     epoch_seconds,
     kinesis_payload,
@@ -108,7 +109,10 @@ class KinesisApi:
         self._region = region
         self._aws_region = aws_region
         self._role = invoke_identity_arn
-        self._fixed = 260 + 2 * len(stream_arn) + len(invoke_identity_arn) + len(aws_region)
+        # The stream ARN twice: eventSourceARN, and the bound of the shard id in eventID.
+        self._fixed = (
+            KINESIS_OVERHEAD + 2 * len(stream_arn) + len(invoke_identity_arn) + len(aws_region)
+        )
 
     async def _client(self) -> Any:
         return await self._clients.client("kinesis", self._region)

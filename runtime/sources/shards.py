@@ -120,7 +120,8 @@ class ShardSource:
         raw = mapping.raw
         self._start = raw.starting_position or StartingPosition.TRIM_HORIZON
         self._at = raw.starting_position_timestamp
-        self._factor = raw.parallelization_factor or 1
+        # A tumbling window keeps state per shard: the shard is then one lane.
+        self._factor = 1 if raw.tumbling_window_in_seconds else raw.parallelization_factor or 1
         self._limit = api.max_page
         self.envelope_bytes = shape.envelope_bytes
         self._sink: UnitSink | None = None

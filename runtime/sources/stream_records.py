@@ -31,9 +31,10 @@ from runtime.pipeline.records import Record
 _b64 = base64.b64encode
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# Bytes of a Kinesis record's JSON beyond its variable parts: field names, quotes, constant
-# values, the timestamp; the ARNs, region, shard id and twice the sequence number are added.
-_KINESIS_OVERHEAD = 260
+# Bytes of a Kinesis record's JSON beyond its variable parts (field names, quotes, constant
+# values: 275), plus the longest timestamp (15: 11 digits, a point, 3 decimals) and the comma
+# before the next record; the ARNs, region, shard id and twice the sequence number are added.
+KINESIS_OVERHEAD = 291
 
 
 def stream_identifier(value: Any) -> Hashable | None:

@@ -152,3 +152,33 @@ def test_bench_sqs_per_worker_limits_smoke(aws_endpoint: str) -> None:
     assert row["per_worker_limit"] == 1 and row["maximum_concurrency"] == 2
     assert row["msgs_per_s"] > 0, output
     assert row["mean_batch_records"] >= 40, output  # batches fill at a share of one
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_kinesis_smoke(aws_endpoint: str) -> None:
+    result, output = run_bench(
+        "bench_kinesis",
+        f"--records 500 --pf-records 100 --memory-shards 4 --memory-compare-shards 0 "
+        f"--idle-seconds 1 --endpoint {aws_endpoint}",
+    )
+    assert result["records"] == 500
+    assert result["shards"] == 4
+    assert result["workers"] == 1
+    for key in ("runtime_records_per_s", "raw_records_per_s", "ratio"):
+        assert result[key] > 0, (key, output)
+    runtime_runs = [r for r in result["runs"] if r["phase"] == "runtime"]
+    assert [r["committed_metric"] for r in runtime_runs] == [500], output
+    assert [r["exit_code"] for r in runtime_runs] == [0]
+    assert [r["records_read"] for r in result["runs"] if r["phase"] == "raw"] == [500]
+    pf = result["parallelization"]
+    assert pf["keys_per_lane"] == [10] * 10
+    assert [r["factor"] for r in pf["runs"]] == [1, 10]
+    for r in pf["runs"]:
+        assert r["committed_metric"] == r["records_handled"] == 100, output
+        assert r["exit_code"] == 0
+        assert r["order_problems"] == [], output
+    assert pf["runs"][0]["concurrency_max"] == 1, output
+    assert pf["speedup"] > 0 and pf["speedup_handler_span"] > 0
+    [idle] = result["memory"]
+    assert idle["shards"] == 4 and idle["exit_code"] == 0
+    assert idle["rss_supervisor_mib"] > 0 and idle["rss_worker_mib"] > 0

@@ -2,8 +2,7 @@
 
 Everything goes through the public entry point ``build_config`` and asserts on the exact
 problem lines of ``ConfigError.problems``. Valid boundary values must load; values just
-beyond a boundary must yield exactly the expected problem and nothing else (apart from the
-"not supported by this runtime version yet" line that every non-SQS source gets).
+beyond a boundary must yield exactly the expected problem and nothing else.
 """
 
 from __future__ import annotations
@@ -44,17 +43,10 @@ BASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _not_yet(kind: str) -> str:
-    return (
-        f"{M0}.EventSourceArn: {kind} event sources are not supported by this runtime version yet"
-    )
-
-
-# What a valid mapping of each source yields: SQS and Kafka load, Kinesis is refused as not
-# yet implemented (and nothing else).
+# What a valid mapping of each source yields: every source loads.
 BASELINE: dict[str, list[str]] = {
     "sqs": [],
-    "kinesis": [_not_yet("kinesis")],
+    "kinesis": [],
     "kafka": [],
     "msk": [],
 }
@@ -512,12 +504,11 @@ def test_on_failure_destination_longer_than_350_characters_is_rejected() -> None
     problems = mapping_problems(
         "kinesis", DestinationConfig={"OnFailure": {"Destination": "d" * 351}}
     )
-    assert len(problems) == 2
+    assert len(problems) == 1
     assert problems[0].startswith(
         f"{M0}.DestinationConfig.OnFailure.Destination: String should have at most 350 "
         "characters (got 'ddd"
     )
-    assert problems[1] == _not_yet("kinesis")
 
 
 @pytest.mark.parametrize(

@@ -62,18 +62,12 @@ BASES: dict[str, dict[str, Any]] = {
 }
 
 
-def not_yet(kind: str, where: str = M0) -> str:
-    return (
-        f"{where}.EventSourceArn: {kind} event sources are not supported by this runtime "
-        "version yet"
-    )
-
-
-BASELINE = {
+# What a valid mapping of each source yields: every source loads.
+BASELINE: dict[str, list[str]] = {
     "sqs": [],
     "fifo": [],
-    "kinesis": [not_yet("kinesis")],
-    "dynamodb": [not_yet("dynamodb")],
+    "kinesis": [],
+    "dynamodb": [],
     "kafka": [],
     "msk": [],
 }
@@ -441,8 +435,8 @@ def test_sqs_arn_without_region_is_rejected() -> None:
         ("msk", "msk"),
     ],
 )
-def test_non_sqs_sources_are_not_supported_yet(source: str, kind: str) -> None:
-    assert mapping_problems(source) == ([] if kind in ("kafka", "msk") else [not_yet(kind)])
+def test_every_source_kind_loads(source: str, kind: str) -> None:
+    assert mapping_problems(source) == []
 
 
 @pytest.mark.parametrize(
@@ -459,9 +453,7 @@ def test_other_recognized_arn_forms(arn: str, kind: str) -> None:
         fields["BatchSize"] = 10
     else:
         fields["Topics"] = ["orders"]
-    assert problems_of(doc({"FunctionName": "fn", **fields})) == (
-        [] if kind == "msk" else [not_yet(kind)]
-    )
+    assert problems_of(doc({"FunctionName": "fn", **fields})) == []
 
 
 def test_event_source_is_required() -> None:

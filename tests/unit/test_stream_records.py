@@ -279,7 +279,7 @@ def test_recorded_key_orders_are_the_constants() -> None:
 def test_kinesis_record_is_the_recorded_record_exactly(name: str) -> None:
     for i, recorded in enumerate(EVENTS[name]["event"]["Records"]):
         stamp = recorded["kinesis"]["approximateArrivalTimestamp"]
-        arrival = 1657720081.123 + i if stamp == ARRIVAL_PLACEHOLDER else stamp
+        arrival = round(1657720081.123 + i, 3) if stamp == ARRIVAL_PLACEHOLDER else stamp
         [raw] = botocore_records("kinesis", [kinesis_wire(recorded, arrival)])
         assert isinstance(raw["Data"], bytes)
         assert isinstance(raw["ApproximateArrivalTimestamp"], dt.datetime)
@@ -393,7 +393,7 @@ def assert_size_bound(api: KinesisApi, raw: dict[str, Any], shard: str = SHARD) 
     assert size - exact < 64 + len(KINESIS_ARN), (size, exact)
 
 
-@pytest.mark.parametrize("key", AWKWARD_KEYS, ids=repr)
+@pytest.mark.parametrize("key", AWKWARD_KEYS, ids=lambda k: repr(k)[:24])
 def test_kinesis_record_size_bounds_awkward_partition_keys(key: str) -> None:
     raw = {
         "SequenceNumber": SEQ,
@@ -419,21 +419,23 @@ def test_kinesis_record_size_of_a_record_without_data_or_timestamp() -> None:
     assert_size_bound(kinesis_api(), {"SequenceNumber": "0", "PartitionKey": ""})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KinesisApi's constant (260) is short of the 275 bytes of field names and constant "
-    "values, the 14-15 of the timestamp and the comma; it leans on the second len(stream_arn), "
-    "meant for the 20-byte shard id, which covers the gap only for stream names of 4+ "
-    "characters. Remove this marker once the constant is fixed.",
+@pytest.mark.parametrize(
+    "name",
+    [
+        "s",
+        "ab",
+        "abc",
+        "abcd",
+        "abcde",
+    ],
 )
-@pytest.mark.parametrize("name", ["s", "ab", "abc"])
 def test_kinesis_record_size_bounds_the_shortest_stream_names(name: str) -> None:
     arn = f"arn:aws:kinesis:us-east-1:123456789012:stream/{name}"
     raw = {
         "SequenceNumber": SEQ,
         "PartitionKey": "",
         "Data": b"",
-        "ApproximateArrivalTimestamp": dt.datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC),
+        "ApproximateArrivalTimestamp": LATEST_TEN_DIGITS,
     }
     api = kinesis_api(arn, "us-east-1")
     payload = api.payload(raw, "shardId-000000000000")
@@ -665,10 +667,10 @@ def test_stream_identifier_rejects_anything_else(value: Any) -> None:
 #   times with the same one record (Kinesis 3, DynamoDB 4) and then sent one
 #   RetryAttemptsExhausted record for that batch, functionError "Unhandled" only when the
 #   handler raised; a success scenario was invoked once.
-# * Kinesis mappings: the recorded CreateEventSourceMapping responses.
+# * Kinesis mappings: the recorded CreateEventSourceMapping responses. DynamoDB mappings
+#   (BatchSize 1 / 3, MaximumRetryAttempts 2 / 3): read in the test source, as the DynamoDB
+#   snapshots do not hold those responses.
 # Inferred:
-# * DynamoDB mappings (BatchSize 1 / 3, MaximumRetryAttempts 2 / 3): from the test source,
-#   the snapshots do not hold those responses.
 # * Success: the tests stop polling at the first logged invocation and configure no
 #   destination, so "invoked once" is what they saw, not proof that no retry followed;
 #   the test names and the AWS validation of those snapshots are the rest of the evidence.
@@ -821,7 +823,10 @@ def test_recorded_partial_failure_retries_from_the_reported_record(service: str)
     key = _batch_info_key(service)
     info = case["destination_record"][key]
     # The recording: one record was delivered again and again and finally given up alone;
-    # every other record was delivered once (never retried).
+    # every other record was delivered once (never retried). Not asserted: the failing record
+    # was logged 5 times for approximateInvokeCount 4 (MaximumRetryAttempts 3), in both
+    # recordings; a duplicated log line (LocalStack's FIXME) or an uncounted first, partial
+    # invocation, the recording cannot tell.
     [failing] = [seq for seq, n in case["deliveries"].items() if n > 1]
     assert all(n == 1 for seq, n in case["deliveries"].items() if seq != failing)
     assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == (
