@@ -8,6 +8,7 @@ record shapes live in :mod:`runtime.sources.stream_records`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import zlib
@@ -38,7 +39,7 @@ class Shard:
 @dataclass(frozen=True, slots=True)
 class Page:
     records: list[dict[str, Any]]  # as the service returned them
-    next_iterator: str | None  # None: the shard ended
+    next_iterator: Any  # None: the shard ended (a str, or the subscription itself)
     millis_behind: float | None  # Kinesis' MillisBehindLatest
 
 
@@ -53,6 +54,7 @@ class Throttled(Exception):
 class ShardApi(Protocol):
     max_page: int  # most records one read may return
     default_poll_seconds: float  # how often an idle shard is polled (Lambda's base rate)
+    push: bool  # records are pushed (enhanced fan-out): never sleep between reads
 
     async def check(self) -> None: ...
 
@@ -60,9 +62,13 @@ class ShardApi(Protocol):
 
     async def iterator(
         self, shard: str, position: Position | None, start: StartingPosition, at: float | None
-    ) -> str: ...
+    ) -> Any:
+        """Where reading starts: a shard iterator, or a subscription (enhanced fan-out)."""
 
-    async def read(self, iterator: str, limit: int) -> Page: ...
+    async def read(self, iterator: Any, limit: int) -> Page: ...
+
+    async def release(self, iterator: Any) -> None:
+        """Reading stopped: free what the iterator holds (a subscription's connection)."""
 
     def payload(self, raw: dict[str, Any], shard: str) -> dict[str, Any]: ...
 
@@ -92,6 +98,7 @@ def _iterator_args(
 class KinesisApi:
     max_page = 10_000
     default_poll_seconds = 1.0
+    push = False
 
     def __init__(
         self,
@@ -169,6 +176,9 @@ class KinesisApi:
             float(behind) if behind is not None else None,
         )
 
+    async def release(self, iterator: Any) -> None:
+        return None
+
     def payload(self, raw: dict[str, Any], shard: str) -> dict[str, Any]:
         return kinesis_payload(
             raw,
@@ -191,9 +201,109 @@ class KinesisApi:
         return zlib.crc32(str(raw["PartitionKey"]).encode()) % factor
 
 
+class _Subscription:
+    """One shard's SubscribeToShard stream, renewed when AWS ends it (every 5 minutes)."""
+
+    def __init__(self, api: KinesisFanOutApi, shard: str, start: dict[str, Any]) -> None:
+        self.api = api
+        self.shard = shard
+        self.start = start
+        self.last_sequence: str | None = None
+        self.stream: Any = None
+        self.events: Any = None
+
+    async def next_page(self) -> Page:
+        while True:
+            if self.stream is None:
+                position = (
+                    {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self.last_sequence}
+                    if self.last_sequence is not None
+                    else self.start
+                )
+                client = await self.api._client()
+                try:
+                    got = await client.subscribe_to_shard(
+                        ConsumerARN=self.api.consumer_arn,
+                        ShardId=self.shard,
+                        StartingPosition=position,
+                    )
+                except Exception as exc:
+                    if error_code(exc) in ("ResourceInUseException", "LimitExceededException"):
+                        raise Throttled() from exc  # a previous subscription is still open
+                    raise
+                self.stream = got["EventStream"]
+                self.events = aiter(self.stream)
+            try:
+                event = await anext(self.events)
+            except StopAsyncIteration:
+                self.stream = None  # the 5-minute subscription ended: subscribe again
+                continue
+            body = event.get("SubscribeToShardEvent")
+            if body is None:
+                continue
+            records = body.get("Records", [])
+            if records:
+                self.last_sequence = str(records[-1]["SequenceNumber"])
+            ended = body.get("ContinuationSequenceNumber") is None
+            behind = body.get("MillisBehindLatest")
+            return Page(
+                records, None if ended else self, float(behind) if behind is not None else None
+            )
+
+    async def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+
+class KinesisFanOutApi(KinesisApi):
+    """Kinesis enhanced fan-out: the mapping's EventSourceArn is a registered stream consumer;
+    records are pushed over SubscribeToShard (HTTP/2), as Lambda reads such consumers."""
+
+    push = True
+
+    def __init__(self, clients: AwsClients, *, consumer_arn: str, **kwargs: Any) -> None:
+        super().__init__(clients, **kwargs)
+        self.consumer_arn = consumer_arn
+
+    async def check(self) -> None:
+        await super().check()
+        try:
+            got = await (await self._client()).describe_stream_consumer(
+                ConsumerARN=self.consumer_arn
+            )
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise SourceError(f"Stream consumer not found: {self.consumer_arn}") from exc
+            raise SourceError(f"cannot describe consumer {self.consumer_arn}: {exc}") from exc
+        status = got["ConsumerDescription"]["ConsumerStatus"]
+        if status != "ACTIVE":
+            raise SourceError(f"stream consumer {self.consumer_arn} is {status}, not ACTIVE")
+
+    async def iterator(
+        self, shard: str, position: Position | None, start: StartingPosition, at: float | None
+    ) -> Any:
+        args = _iterator_args(position, start, at, "SequenceNumber")
+        kind = args.pop("ShardIteratorType")
+        return _Subscription(self, shard, {"Type": kind, **args})
+
+    async def read(self, iterator: Any, limit: int) -> Page:
+        assert isinstance(iterator, _Subscription)
+        return await iterator.next_page()
+
+    async def release(self, iterator: Any) -> None:
+        if isinstance(iterator, _Subscription):
+            await iterator.close()
+
+
 class DynamoDbStreamsApi:
     max_page = 1_000
     default_poll_seconds = 0.25
+    push = False
+
+    async def release(self, iterator: Any) -> None:
+        return None
 
     def __init__(self, clients: AwsClients, *, stream_arn: str, region: str | None) -> None:
         self._clients = clients

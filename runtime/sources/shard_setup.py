@@ -3,13 +3,15 @@ record shapes, and its lease store (SQLite or DynamoDB, per ``ESM_LEASE_STORE``)
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime.config.resolved import Mapping
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
 from runtime.leases.store import LeaseStore
 from runtime.metrics import MappingMetrics
 from runtime.sources.aws import AwsClients
-from runtime.sources.shard_apis import DynamoDbStreamsApi, KinesisApi, ShardApi
+from runtime.sources.shard_apis import DynamoDbStreamsApi, KinesisApi, KinesisFanOutApi, ShardApi
 from runtime.sources.shards import ShardSource
 from runtime.sources.stream_records import StreamShape, dynamodb_shape, kinesis_shape
 
@@ -24,14 +26,18 @@ def shard_api(m: Mapping, clients: AwsClients, settings: Settings) -> tuple[Shar
     arn = stream_arn(m)
     region = m.source.region
     if m.source.kind is SourceKind.KINESIS:
-        api: ShardApi = KinesisApi(
-            clients,
-            stream_arn=arn,
-            stream_name=m.source.name,
-            region=region,
-            aws_region=region or settings.region,
-            invoke_identity_arn=m.function.role_arn,
-        )
+        common: dict[str, Any] = {
+            "stream_arn": arn,
+            "stream_name": m.source.name,
+            "region": region,
+            "aws_region": region or settings.region,
+            "invoke_identity_arn": m.function.role_arn,
+        }
+        api: ShardApi
+        if "/consumer/" in (m.source.arn or ""):
+            api = KinesisFanOutApi(clients, consumer_arn=m.source.arn or "", **common)
+        else:
+            api = KinesisApi(clients, **common)
         return api, kinesis_shape(arn)
     return DynamoDbStreamsApi(clients, stream_arn=arn, region=region), dynamodb_shape(arn)
 

@@ -70,6 +70,7 @@ class ShardState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    iterator: Any = None  # the shard iterator or subscription being read
 
     @property
     def shard(self) -> str:
@@ -287,7 +288,7 @@ class ShardSource:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(st.wake.wait(), timeout=seconds)
 
-    async def _iterator(self, st: ShardState) -> str | None:
+    async def _iterator(self, st: ShardState) -> Any:
         delay = _ERROR_BACKOFF[0]
         while st.reading:
             position = (
@@ -309,10 +310,16 @@ class ShardSource:
         return None
 
     async def _read(self, st: ShardState) -> None:
+        try:
+            await self._read_shard(st)
+        finally:
+            await self._api.release(st.iterator)
+
+    async def _read_shard(self, st: ShardState) -> None:
         assert self._sink is not None
         sink = self._sink
         pin = st.lease.checkpoint is None and self._initial(st.lease) is StartingPosition.LATEST
-        iterator = await self._iterator(st)
+        iterator = st.iterator = await self._iterator(st)
         delay = _ERROR_BACKOFF[0]
         while st.reading and iterator is not None:
             if not st.resumed.is_set():
@@ -321,7 +328,8 @@ class ShardSource:
             try:
                 page = await self._api.read(iterator, self._limit)
             except ExpiredIterator:
-                iterator = await self._iterator(st)
+                await self._api.release(iterator)
+                iterator = st.iterator = await self._iterator(st)
                 continue
             except Exception as exc:
                 self._metrics.polling_errors.inc()
@@ -344,7 +352,7 @@ class ShardSource:
                 await self._end(st)
                 return
             iterator = page.next_iterator
-            if not page.records:
+            if not page.records and not self._api.push:
                 await self._sleep(st, self._poll)
 
     async def _pin(self, st: ShardState, first: str) -> bool:

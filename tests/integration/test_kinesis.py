@@ -364,3 +364,34 @@ def test_a_killed_worker_s_shards_move_at_once_inside_the_pod(
     assert victim_owner not in owners(sqlite_leases(data))
     ns = [v["n"] for v in invoked_values(record_file)]
     assert sorted(set(ns)) == list(range(80)), "nothing lost"
+
+
+def test_enhanced_fan_out_consumer_reads_with_subscribe_to_shard(
+    kinesis, runtime_factory, record_file, env
+):
+    arn = create_stream(kinesis, 2)
+    consumer = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="esm")["Consumer"]
+    wait_until(
+        lambda: (
+            kinesis.describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])[
+                "ConsumerDescription"
+            ]["ConsumerStatus"]
+            == "ACTIVE"
+        ),
+        20,
+    )
+    put_many(kinesis, arn, [(f"k{i % 4}", {"n": i}) for i in range(20)])
+    # A long poll interval: only pushed records can arrive this fast.
+    cfg = stream_mapping(consumer["ConsumerARN"], record_file, BatchSize=50)
+    rt = runtime_factory(cfg, env={**env, "ESM_STREAM_POLL_INTERVAL_SECONDS": "30"}).start()
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 20, 30)
+    sent = time.monotonic()
+    put(kinesis, arn, [("k0", {"n": 20})])
+    wait_until(lambda: len(invoked_values(record_file)) == 21, 10)
+    assert time.monotonic() - sent < 5
+    for inv in starts(record_file):
+        for r in inv["event"]["Records"]:
+            assert r["eventSourceARN"] == arn  # the stream's ARN, not the consumer's
+    ns = sorted(v["n"] for v in invoked_values(record_file))
+    assert ns == list(range(21))
+    assert rt.stop() == 0
