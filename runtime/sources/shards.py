@@ -43,6 +43,7 @@ from runtime.leases.store import END, Lease, LeaseStore, Position
 from runtime.metrics import ITERATOR_AGE, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
+from runtime.sources.aws import error_code
 from runtime.sources.base import Assignment, SourceError, UnitSink
 from runtime.sources.shard_apis import ExpiredIterator, ShardApi, Throttled
 from runtime.sources.stream_records import StreamShape, stream_identifier
@@ -71,6 +72,7 @@ class ShardState:
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     iterator: Any = None  # the shard iterator or subscription being read
+    from_oldest: bool = False  # the checkpoint was trimmed away: read from TRIM_HORIZON
 
     @property
     def shard(self) -> str:
@@ -294,13 +296,26 @@ class ShardSource:
             position = (
                 Position("after", st.last_read_seq)
                 if st.last_read_seq is not None
+                else None
+                if st.from_oldest
                 else st.lease.checkpoint
             )
+            start = StartingPosition.TRIM_HORIZON if st.from_oldest else self._initial(st.lease)
             try:
-                return await self._api.iterator(
-                    st.shard, position, self._initial(st.lease), self._at
-                )
+                return await self._api.iterator(st.shard, position, start, self._at)
             except Exception as exc:
+                if error_code(exc) == "TrimmedDataAccessException" and position is not None:
+                    # The checkpoint is older than the stream's retention: what lay between
+                    # is gone from the stream itself. Read from the oldest record left.
+                    self._log.error(
+                        "checkpoint older than the stream's retention; reading from the oldest "
+                        "record left (records in between were trimmed by the stream)",
+                        shard=st.shard,
+                        checkpoint=position.encode(),
+                    )
+                    st.from_oldest = True
+                    st.last_read_seq = None
+                    continue
                 self._metrics.polling_errors.inc()
                 self._log.warning(
                     "getting a shard iterator failed", shard=st.shard, error=repr(exc)
