@@ -8,18 +8,34 @@ deletes, which the default of 10 would serialise.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.utils import parse_timestamp
 
 from runtime.config.settings import Settings
+
+
+def fast_timestamp(value: Any) -> dt.datetime:
+    """botocore's timestamp parser, without its cost for numbers: JSON services (Kinesis,
+    DynamoDB Streams) send epoch seconds, which botocore's default turns into a datetime in the
+    host's local zone through dateutil, about half of the parsing time of a GetRecords page.
+    Numbers become UTC datetimes here (the same instant); strings go to botocore's parser."""
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    parsed: dt.datetime = parse_timestamp(value)
+    return parsed
 
 
 class AwsClients:
     def __init__(self, settings: Settings, *, max_pool_connections: int = 256) -> None:
         self._settings = settings
         self._session = get_session()
+        self._session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=fast_timestamp
+        )
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._config = AioConfig(

@@ -23,7 +23,6 @@ from runtime.sources.base import SourceError
 from runtime.sources.stream_records import (
     KINESIS_OVERHEAD,
     dynamodb_payload,
-    epoch_seconds,
     kinesis_payload,
     kinesis_record_size,
 )
@@ -76,7 +75,8 @@ class ShardApi(Protocol):
 
     def sequence(self, raw: dict[str, Any]) -> str: ...
 
-    def arrival_ms(self, raw: dict[str, Any]) -> float: ...
+    def arrival_ms(self, raw: dict[str, Any], payload: dict[str, Any]) -> float:
+        """When the record reached the stream (epoch ms), read from its built payload."""
 
     def lane_slot(self, raw: dict[str, Any], factor: int) -> int: ...
 
@@ -194,8 +194,8 @@ class KinesisApi:
     def sequence(self, raw: dict[str, Any]) -> str:
         return str(raw["SequenceNumber"])
 
-    def arrival_ms(self, raw: dict[str, Any]) -> float:
-        return epoch_seconds(raw.get("ApproximateArrivalTimestamp")) * 1000
+    def arrival_ms(self, raw: dict[str, Any], payload: dict[str, Any]) -> float:
+        return float(payload["kinesis"]["approximateArrivalTimestamp"]) * 1000
 
     def lane_slot(self, raw: dict[str, Any], factor: int) -> int:
         return zlib.crc32(str(raw["PartitionKey"]).encode()) % factor
@@ -368,8 +368,8 @@ class DynamoDbStreamsApi:
     def sequence(self, raw: dict[str, Any]) -> str:
         return str(raw["dynamodb"]["SequenceNumber"])
 
-    def arrival_ms(self, raw: dict[str, Any]) -> float:
-        return epoch_seconds(raw.get("dynamodb", {}).get("ApproximateCreationDateTime")) * 1000
+    def arrival_ms(self, raw: dict[str, Any], payload: dict[str, Any]) -> float:
+        return float(payload["dynamodb"].get("ApproximateCreationDateTime", 0.0)) * 1000
 
     def lane_slot(self, raw: dict[str, Any], factor: int) -> int:
         keys = raw.get("dynamodb", {}).get("Keys", {})

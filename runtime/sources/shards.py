@@ -398,7 +398,7 @@ class ShardSource:
                     seq,
                     int(seq),
                     lane,
-                    api.arrival_ms(raw),
+                    api.arrival_ms(raw, payload),
                     shard,
                     token,
                 )

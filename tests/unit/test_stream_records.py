@@ -187,8 +187,9 @@ def stream_record(
 
 def shard_source_record(api: KinesisApi | DynamoDbStreamsApi, raw: dict[str, Any]) -> Record:
     """What the shard source makes of a raw record with the api's own helpers."""
+    payload = api.payload(raw, SHARD)
     return stream_record(
-        api.payload(raw, SHARD), api.sequence(raw), shard=SHARD, timestamp_ms=api.arrival_ms(raw)
+        payload, api.sequence(raw), shard=SHARD, timestamp_ms=api.arrival_ms(raw, payload)
     )
 
 
