@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     )
     lease_failover_seconds: float = Field(
         default=10.0,
-        ge=1,
+        ge=1.5,
         le=600,
         description="A lease not renewed for this long may be taken by another worker; owners "
         "renew every third of it. Also how long a dead pod's shards wait.",

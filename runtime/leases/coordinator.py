@@ -4,13 +4,17 @@ KCL 2.x's protocol (design lessons §3), with its known trap removed: a lease is
 from under a running invocation.
 
 - **Renewal.** Every ``failover / 3`` seconds the owner increments each lease's counter (a
-  conditional write). The table is read more often (every 2 s at most) to take free leases
-  and see hand-off requests. A renewal whose condition fails means the lease was taken or evicted:
-  the shard is dropped at once (``lost``). A renewal that cannot reach the store is tried
-  again; once the last success is ``2/3 x failover`` old, the shard is handed off
-  (``expiring``) with the rest of the failover time to finish, so it is quiet before anyone
-  may consider the lease expired (others measure expiry from when *they* saw the counter
-  move, which is never earlier than our last renewal).
+  conditional write; a failed condition is read back, since a write applied whose answer was
+  lost and retried by the client fails its own condition). A failed condition means the lease
+  was taken or evicted: the shard is dropped at once (``lost``). The table is read more often
+  (every 2 s at most) to take free leases and see hand-off requests. Every store call is
+  bounded (a third of the failover time), so a hanging call delays nothing else.
+- **Fencing.** Independently of store calls, an owner whose last successful write *started*
+  ``2/3 x failover`` ago hands the shard off (``hand_off`` with what remains until the fence)
+  and at the fence, ``failover`` less 10 % (at least 0.5 s), drops it (``lost``: running
+  invocations are cancelled, and a handler that cannot be stopped ends the worker). Others
+  measure expiry from when *they* saw the counter move, which is never before our last write
+  started, so nothing of ours runs when another worker may take the lease.
 - **Expiry.** A lease whose counter has not moved for ``failover`` seconds (measured on this
   worker's monotonic clock, so clocks of different pods never matter), or that has no owner,
   may be taken, conditionally on the owner and counter seen.
@@ -35,19 +39,28 @@ import math
 import random
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
 from runtime.leases.store import Lease, LeaseStore, Position
 
 log = structlog.get_logger("runtime.leases")
+T = TypeVar("T")
 
 # How often the lease table is read (to take free leases, see hand-off requests, balance),
 # at most: renewals run every third of the failover time, which may be longer.
 SCAN_SECONDS = 2.0
+# An owner drops a lease it could not renew once its last successful write is this old: the
+# failover time less a margin (10 %, at least half a second, which covers the fence's own
+# checking interval), before anyone else may take it.
+FENCE_CHECK_SECONDS = 0.1
+
+
+def fence_after(failover: float) -> float:
+    return failover - max(0.1 * failover, 0.5)
 
 
 class LeaseHolder(Protocol):
@@ -96,24 +109,46 @@ class LeaseCoordinator:
         self._held: dict[str, Held] = {}
         self._seen: dict[str, _Seen] = {}
         self._tokens = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
         self._stopped = False
-        self._asked: str | None = None  # the shard we asked another owner to hand over
+        self._taking = True
+        # The shard we asked another owner to hand over, and that owner.
+        self._asked: tuple[str, str] | None = None
+        # Every store call is bounded by this: a call that hangs must not keep a renewal (or
+        # the fence) from happening in time.
+        self._call_timeout = max(0.5, failover_seconds / 3)
         self._log = log.bind(mapping=label, owner=owner)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"leases-{self.owner}")
+        self._tasks = [
+            asyncio.create_task(self._renew_loop(), name=f"lease-renewals-{self.owner}"),
+            asyncio.create_task(self._scan_loop(), name=f"lease-scans-{self.owner}"),
+            asyncio.create_task(self._fence_loop(), name=f"lease-fence-{self.owner}"),
+        ]
+
+    def stop_taking(self) -> None:
+        """Shutdown begins: take and ask for nothing more (renewals go on)."""
+        self._taking = False
 
     async def stop(self) -> None:
-        """Stop renewing and taking (the holder gives back what it holds first)."""
+        """Stop renewing and taking (the holder gives back what it holds first). A round in
+        progress finishes (a write cancelled half-way could land without us knowing its new
+        counter); every store call is bounded, so this is quick."""
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._taking = False
+        self._wake.set()
+        self._stop_event.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self._call_timeout + 1)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def wake(self) -> None:
         """Scan now (a shard ended: its children may be ready)."""
@@ -129,6 +164,19 @@ class LeaseCoordinator:
 
     # ------------------------------------------------------------------ writes of the owner
 
+    async def _call(self, call: Awaitable[T]) -> T:
+        """A store call, bounded: a call that hangs must not outlive the lease it serves."""
+        return await asyncio.wait_for(call, timeout=self._call_timeout)
+
+    async def _read_back(self, shard: str) -> Lease | None:
+        """The lease as stored now (after a conditional write failed: the write may have
+        been applied and its answer lost, then retried by the client)."""
+        with contextlib.suppress(Exception):
+            for lease in await self._call(self.store.list()):
+                if lease.shard == shard:
+                    return lease
+        return None
+
     async def checkpoint(self, shard: str, token: int, position: Position) -> str | None:
         """Write the shard's checkpoint under the lease; None when written, else why not."""
         h = self._held.get(shard)
@@ -137,14 +185,28 @@ class LeaseCoordinator:
         async with h.lock:
             if self._held.get(shard) is not h:
                 return "the shard's lease is no longer held"
+            if h.lease.ended and not position.ended:
+                return "the shard has ended"
+            started = time.monotonic()
             try:
-                got = await self.store.checkpoint(h.lease, position)
+                got = await self._call(self.store.checkpoint(h.lease, position))
             except Exception as exc:
                 return f"lease store: {exc!r}"[:500]
             if got is None:
-                self._drop(shard, "the lease changed owner; the checkpoint was refused")
-                return "the lease changed owner (checkpoint refused)"
-            h.lease, h.renewed_at = got, time.monotonic()
+                now = await self._read_back(shard)
+                if (
+                    now is not None
+                    and now.owner == self.owner
+                    and now.counter == h.lease.counter + 1
+                    and now.checkpoint == position
+                ):
+                    got = now  # ours: applied, answer lost
+                elif self._held.get(shard) is h:
+                    self._drop(shard, "the lease changed owner; the checkpoint was refused")
+                    return "the lease changed owner (checkpoint refused)"
+                else:
+                    return "the shard's lease is no longer held"
+            h.lease, h.renewed_at = got, started
             return None
 
     async def release(self, shard: str, token: int) -> None:
@@ -156,7 +218,7 @@ class LeaseCoordinator:
             if self._held.pop(shard, None) is None:
                 return
             try:
-                await self.store.release(h.lease)
+                await self._call(self.store.release(h.lease))
             except Exception as exc:
                 # It expires instead; nothing of ours runs on it any more.
                 self._log.warning("releasing a lease failed", shard=shard, error=repr(exc))
@@ -166,60 +228,85 @@ class LeaseCoordinator:
         h = self._held.get(shard)
         return None if h is None else h.lease.checkpoint
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the loops
 
-    async def _run(self) -> None:
-        renew_every = self._failover / 3
-        interval = min(renew_every, SCAN_SECONDS)
-        renewed = 0.0
+    async def _sleep(self, event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+
+    async def _renew_loop(self) -> None:
+        while not self._stopped:
+            await asyncio.gather(
+                *(self._renew(shard, h) for shard, h in list(self._held.items())),
+                return_exceptions=True,
+            )
+            await self._sleep(self._stop_event, self._failover / 3)
+
+    async def _scan_loop(self) -> None:
         while not self._stopped:
             try:
-                if time.monotonic() - renewed >= renew_every - 0.05:
-                    renewed = time.monotonic()
-                    await self._renew_all()
                 await self._scan()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
-                self._log.warning("lease round failed; trying again", error=repr(exc)[:500])
+                self._log.warning("lease scan failed; trying again", error=repr(exc)[:500])
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            await self._sleep(self._wake, min(self._failover / 3, SCAN_SECONDS))
 
-    async def _renew_all(self) -> None:
-        now = time.monotonic()
-        for shard, h in list(self._held.items()):
-            async with h.lock:
-                if self._held.get(shard) is not h:
-                    continue
-                try:
-                    got = await self.store.renew(h.lease)
-                except Exception as exc:
-                    age = time.monotonic() - h.renewed_at
-                    self._log.warning(
-                        "lease renewal failed", shard=shard, error=repr(exc)[:300], age=age
-                    )
-                    if age >= self._failover * 2 / 3 and not h.handing_off:
-                        h.handing_off = True
-                        remaining = max(0.0, self._failover - age - 0.5)
-                        self._log.error(
-                            "lease not renewed for too long; handing the shard off before "
-                            "it may expire",
-                            shard=shard,
-                            within=round(remaining, 2),
-                        )
-                        self._holder.hand_off(shard, remaining)
-                    continue
-                if got is None:
-                    self._drop(shard, "the lease was taken or evicted")
-                    continue
-                h.lease, h.renewed_at = got, now
-                if got.pending_owner and got.pending_owner != self.owner and not h.handing_off:
+    async def _fence_loop(self) -> None:
+        """Independent of every store call: an owner whose last successful write is getting
+        old hands its shard off (at 2/3 of the failover time, with what remains of it), and
+        drops it for good before anyone may take the lease (others measure expiry from when
+        they saw our counter move, never before our last write started)."""
+        while not self._stopped:
+            now = time.monotonic()
+            drop_after = fence_after(self._failover)
+            hand_off_after = min(self._failover * 2 / 3, drop_after * 0.75)
+            for shard, h in list(self._held.items()):
+                age = now - h.renewed_at
+                if age >= drop_after:
+                    self._drop(shard, f"not renewed for {age:.1f} s: the lease may expire")
+                elif age >= hand_off_after and not h.handing_off:
                     h.handing_off = True
-                    self._log.info(
-                        "handing a shard over on request", shard=shard, to=got.pending_owner
+                    within = max(0.0, drop_after - age)
+                    self._log.error(
+                        "lease not renewed for too long; handing the shard off before it "
+                        "may expire",
+                        shard=shard,
+                        within=round(within, 2),
                     )
-                    self._holder.hand_off(shard, None)
+                    self._holder.hand_off(shard, within)
+            await self._sleep(self._stop_event, FENCE_CHECK_SECONDS)
+
+    async def _renew(self, shard: str, h: Held) -> None:
+        async with h.lock:
+            if self._held.get(shard) is not h:
+                return
+            started = time.monotonic()
+            try:
+                got = await self._call(self.store.renew(h.lease))
+            except Exception as exc:
+                self._log.warning(
+                    "lease renewal failed",
+                    shard=shard,
+                    error=repr(exc)[:300],
+                    age=round(time.monotonic() - h.renewed_at, 2),
+                )
+                return
+            if got is None:
+                now = await self._read_back(shard)
+                if (
+                    now is not None
+                    and now.owner == self.owner
+                    and now.counter == h.lease.counter + 1
+                ):
+                    got = now  # ours: applied, answer lost
+                else:
+                    self._drop(shard, "the lease was taken or evicted")
+                    return
+            h.lease, h.renewed_at = got, started
+            if got.pending_owner and got.pending_owner != self.owner and not h.handing_off:
+                h.handing_off = True
+                self._log.info("handing a shard over on request", shard=shard, to=got.pending_owner)
+                self._holder.hand_off(shard, None)
 
     def _drop(self, shard: str, reason: str) -> None:
         if self._held.pop(shard, None) is not None:
@@ -229,7 +316,7 @@ class LeaseCoordinator:
     async def _scan(self) -> None:
         if self._stopped:
             return
-        leases = await self.store.list()
+        leases = await self._call(self.store.list())
         now = time.monotonic()
         for lease in leases:
             seen = self._seen.get(lease.shard)
@@ -256,11 +343,12 @@ class LeaseCoordinator:
         live.add(self.owner)
         target = math.ceil(len(eligible) / len(live)) if eligible else 0
         mine = sum(1 for lz in eligible if lz.shard in self._held)
-        if self._asked is not None and (
-            self._asked in self._held or all(lz.shard != self._asked for lz in eligible)
-        ):
-            self._asked = None
-        if mine >= target:
+        if self._asked is not None:
+            shard, asked_of = self._asked
+            current = next((lz for lz in eligible if lz.shard == shard), None)
+            if current is None or shard in self._held or current.owner not in (asked_of, None):
+                self._asked = None  # done, gone, or taken by a third worker
+        if mine >= target or not self._taking:
             return
         free = [
             lz
@@ -274,11 +362,14 @@ class LeaseCoordinator:
         offset = zlib.crc32(self.owner.encode())
         free.sort(key=lambda lz: zlib.crc32(lz.shard.encode()) ^ offset)
         for lease in free[: target - mine]:
-            got = await self.store.take(lease, self.owner)
+            if not self._taking:
+                return
+            started = time.monotonic()
+            got = await self._call(self.store.take(lease, self.owner))
             if got is None:
                 continue  # someone else was quicker
             self._tokens += 1
-            h = Held(got, self._tokens, time.monotonic())
+            h = Held(got, self._tokens, started)
             self._held[got.shard] = h
             mine += 1
             self._log.info(
@@ -290,30 +381,28 @@ class LeaseCoordinator:
             self._holder.acquired(got, h.token)
         if mine >= target or free or self._asked is not None:
             return
-        self._ask_for_one(eligible, target, now)
-        if self._asked is not None:
-            for lease in eligible:
-                if lease.shard == self._asked:
-                    if not await self.store.request(lease, self.owner):
-                        self._asked = None
-                    else:
-                        self._log.info(
-                            "asked for a lease hand-off", shard=lease.shard, owner=lease.owner
-                        )
+        wanted = self._ask_for_one(eligible, target, now)
+        if (
+            wanted is not None
+            and wanted.owner is not None
+            and await self._call(self.store.request(wanted, self.owner))
+        ):
+            self._asked = (wanted.shard, wanted.owner)
+            self._log.info("asked for a lease hand-off", shard=wanted.shard, owner=wanted.owner)
 
-    def _ask_for_one(self, eligible: list[Lease], target: int, now: float) -> None:
+    def _ask_for_one(self, eligible: list[Lease], target: int, now: float) -> Lease | None:
+        """A lease of the owner holding the most, if it holds more than the target."""
         counts: dict[str, list[Lease]] = {}
         for lz in eligible:
             if lz.owner and lz.owner != self.owner and not self._expired(lz, now):
                 counts.setdefault(lz.owner, []).append(lz)
         if not counts:
-            return
+            return None
         richest = max(counts.values(), key=len)
         if len(richest) <= target:
-            return
+            return None
         choices = [lz for lz in richest if lz.pending_owner is None]
-        if choices:
-            self._asked = random.choice(choices).shard
+        return random.choice(choices) if choices else None
 
     def _reserved_for_another(self, lease: Lease, now: float) -> bool:
         """A lease handed over on request is left to the worker that asked (for a failover

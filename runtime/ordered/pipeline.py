@@ -43,6 +43,7 @@ from runtime.ordered.checkpoints import Checkpoint, Checkpointer, CheckpointResu
 from runtime.ordered.flow import FlowLimits, UnitFlow
 from runtime.ordered.ownership import UnitState, UnitTable, wait_while_owned
 from runtime.ordered.windows import (
+    Key,
     ShardWindow,
     StateHook,
     WindowAcknowledger,
@@ -130,7 +131,7 @@ class StreamPipeline:
         self._windows: WindowedExecution | None = None
         seconds = mapping.raw.tumbling_window_in_seconds or 0
         if seconds:
-            windows: dict[Hashable, ShardWindow] = {}
+            windows: dict[Key, ShardWindow] = {}
             shape = WindowShape(
                 source, windows, seconds, (mapping.source.arn or "").split("/consumer/")[0]
             )
@@ -141,7 +142,7 @@ class StreamPipeline:
                     shape,
                     invoker,
                     metrics,
-                    WindowAcknowledger(UnitAcknowledger(self), windows),
+                    WindowAcknowledger(UnitAcknowledger(self), windows, self.release_flow),
                     retry=retry,
                     failure_shape=shape,
                     destination=destination,
@@ -155,7 +156,8 @@ class StreamPipeline:
                 invoker,
                 metrics,
                 seconds=seconds,
-                complete=self.complete,
+                complete=lambda records: self.complete(records, flow_released=True),
+                caught_up=source.caught_up,
             )
             envelope = shape.envelope_bytes
         else:
@@ -310,8 +312,20 @@ class StreamPipeline:
 
     # ----------------------------------------------------------------- completions
 
-    def complete(self, records: list[Record]) -> None:
-        """Records done (succeeded, filtered out, or handed to the on-failure destination)."""
+    def release_flow(self, records: list[Record]) -> None:
+        """Records that no longer count against their unit's flow bounds though they are not
+        complete yet (a tumbling window's records, awaiting its final invocation)."""
+        to_resume: list[Hashable] = []
+        for r in records:
+            state = self.units.completable(r.unit, r.token)
+            if state is not None and state.flow.release(1, r.size) and not self._stopping:
+                to_resume.append(r.unit)
+        if to_resume:
+            self._source.resume(to_resume)
+
+    def complete(self, records: list[Record], *, flow_released: bool = False) -> None:
+        """Records done (succeeded, filtered out, or handed to the on-failure destination);
+        ``flow_released``: their flow counts were already given back (:meth:`release_flow`)."""
         by_unit: dict[tuple[Hashable, int], list[Record]] = {}
         for r in records:
             key = (r.unit, r.token)
@@ -329,6 +343,8 @@ class StreamPipeline:
             state.tracker.complete([r.ack for r in recs])
             if state.failing_since is not None and state.tracker.passed != before:
                 self._unblocked(state)
+            if flow_released:
+                continue
             if state.flow.release(len(recs), sum(r.size for r in recs)) and not self._stopping:
                 to_resume.append(unit)
         if to_resume:
@@ -352,21 +368,29 @@ class StreamPipeline:
                 units=sorted(str(s.unit) for s in states),
                 records=dropped,
             )
-        busy = self._dispatcher.running_units(gone)
-        if busy and wait_seconds > 0:
-            _, pending = await asyncio.wait(busy, timeout=wait_seconds)
-            # Still running: a destination write, or an invocation started late (after a wait
-            # for reserved concurrency). Cancelling a running handler does not stop it: the
-            # invoker then counts it as stuck until it ends.
+        busy = [*self._dispatcher.running_units(gone)]
+        if self._windows is not None:
+            busy.extend(self._windows.running(gone))
+        if busy:
+            pending: set[asyncio.Task[None]] = set(busy)
+            if wait_seconds > 0:
+                _, pending = await asyncio.wait(busy, timeout=wait_seconds)
+            # Still running (or the unit is lost: nothing may run on): a destination write,
+            # an invocation started late (after a wait for reserved concurrency). Cancelling a
+            # running handler does not stop it: the invoker then counts it as stuck until it
+            # ends.
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        if not lost and self._stuck_handlers() and self._abort_reason is None:
+        if self._stuck_handlers() and self._abort_reason is None:
             # A handler still runs and cannot be stopped; handing its unit over would let two
             # invocations of one lane overlap. The worker ends once the final checkpoints
-            # are written (or shortly, if they never come back).
+            # are written (or shortly, if they never come back); a lost unit has none to
+            # write, so at once.
             self._abort_reason = "a handler is still running during a hand-off"
+            if lost:
+                self._abort(self._abort_reason)
             asyncio.get_running_loop().call_later(
                 ABORT_FALLBACK_SECONDS, self._abort, self._abort_reason
             )

@@ -13,11 +13,14 @@ state). The final invocation is retried until it succeeds, while the shard is ow
 failure policy (retries, record age, bisection, destinations) applies to the other
 invocations as usual.
 
-A window ends when a record of a later window is read, or one second after its end time by
-the clock (the reader may still hold records of the window; the grace covers a reader that
-polls). A record read after its window was closed opens that window again, with a fresh state.
-State is per shard, so with a tumbling window a shard is one lane (ParallelizationFactor does
-not split it).
+A window ends when a record of a later window is read, or, by the clock, a second after its
+end once the shard's reader has caught up with the stream (a reader working through a backlog
+closes windows by their records, so a window is never split by the clock). A record read after
+its window was closed opens that window again, with a fresh state. State is per shard (and per
+ownership token: a shard taken back after a loss starts afresh), so with a tumbling window a
+shard is one lane (ParallelizationFactor does not split it). Completed records of an open
+window no longer count against the shard's flow-control bounds, so a long window never pauses
+its own shard.
 
 Built around the shared execution: :class:`WindowedExecution` runs each batch window by window
 through a :class:`~runtime.pipeline.execution.BatchExecution` whose event shape
@@ -32,7 +35,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,49 +74,68 @@ class ShardWindow:
     held: list[Record] = field(default_factory=list)  # completed, awaiting the final invoke
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timer: asyncio.Task[None] | None = None
+    closing: bool = False  # the timer is making the final invocation
 
     def reset(self) -> None:
         self.start, self.state, self.final, self.early = None, {}, False, False
         self.held = []
 
 
+Key = tuple[Hashable, int]  # (shard, ownership token)
+
+
+def key_of(record: Record) -> Key:
+    return (record.unit, record.token)
+
+
 class WindowShape:
     """The source's event shape plus the window fields of the shard's open window."""
 
-    def __init__(self, shape: FailureShape, windows: dict[Hashable, ShardWindow], seconds: int,
+    def __init__(self, shape: FailureShape, windows: dict[Key, ShardWindow], seconds: int,
                  source_arn: str) -> None:  # fmt: skip
         self._shape = shape
         self._windows = windows
         self._seconds = seconds
         self._arn = source_arn
-        self.envelope_bytes = shape.envelope_bytes + 400  # window fields, without the state
+        # Room for the window fields and the largest state, so no event passes 6 MB.
+        self.envelope_bytes = shape.envelope_bytes + 400 + MAX_STATE_BYTES
         self.parse_identifier = shape.parse_identifier
 
-    def window_event(self, shard: Hashable, records: list[Record]) -> dict[str, Any]:
-        w = self._windows[shard]
+    def window_event(self, key: Key, records: list[Record]) -> dict[str, Any]:
+        w = self._windows.get(key)
+        if w is None or w.start is None:
+            # The window is gone (its shard handed off meanwhile): describe the records' own.
+            w = ShardWindow(start=window_of(records[0].timestamp_ms, self._seconds))
         assert w.start is not None
         event = self._shape.build_event(records)
         event["window"] = {"start": _iso(w.start), "end": _iso(w.start + self._seconds)}
         event["state"] = w.state
-        event["shardId"] = str(shard)
+        event["shardId"] = str(key[0])
         event["eventSourceARN"] = self._arn
         event["isFinalInvokeForWindow"] = w.final
         event["isWindowTerminatedEarly"] = w.early
         return event
 
     def build_event(self, records: list[Record]) -> dict[str, Any]:
-        return self.window_event(records[0].unit, records)
+        return self.window_event(key_of(records[0]), records)
 
     def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:
         return self._shape.batch_info(records, payload_size)
 
 
 class WindowAcknowledger:
-    """Ownership as the core says; completed records wait for the window's final invoke."""
+    """Ownership as the core says; completed records wait for the window's final invoke (and
+    stop counting against the shard's flow-control bounds meanwhile)."""
 
-    def __init__(self, acks: Acknowledger, windows: dict[Hashable, ShardWindow]) -> None:
+    def __init__(
+        self,
+        acks: Acknowledger,
+        windows: dict[Key, ShardWindow],
+        release_flow: Callable[[list[Record]], None],
+    ) -> None:
         self._acks = acks
         self._windows = windows
+        self._release_flow = release_flow
 
     def may_start(self, records: list[Record]) -> bool:
         return self._acks.may_start(records)
@@ -122,23 +144,31 @@ class WindowAcknowledger:
         return await self._acks.wait(records, seconds)
 
     async def settle(self, succeeded: list[Record], failed: list[Record]) -> None:
-        if succeeded:
-            self._windows[succeeded[0].unit].held.extend(succeeded)
+        if not succeeded:
+            return
+        w = self._windows.get(key_of(succeeded[0]))
+        if w is None:
+            return  # handed off meanwhile: the next owner processes the window again
+        w.held.extend(succeeded)
+        self._release_flow(succeeded)
 
 
 class StateHook:
     """Every response of a windowed invocation must carry ``state``; it is kept for the
     shard's next invocation (ending the window early when it passes 1 MB)."""
 
-    def __init__(self, windows: dict[Hashable, ShardWindow]) -> None:
+    def __init__(self, windows: dict[Key, ShardWindow]) -> None:
         self._windows = windows
-        self.too_big: set[Hashable] = set()
+        self.too_big: set[Key] = set()
 
     def check(self, records: list[Record], response: Any) -> str | None:
         if not isinstance(response, dict) or "state" not in response:
             return "a tumbling-window response must be an object with a 'state' property"
-        shard = records[0].unit
-        self._windows[shard].state = response["state"]
+        shard = key_of(records[0])
+        w = self._windows.get(shard)
+        if w is None:
+            return None  # handed off meanwhile
+        w.state = response["state"]
         try:
             size = len(json.dumps(response["state"], separators=(",", ":")))
         except (TypeError, ValueError):
@@ -156,13 +186,14 @@ class WindowedExecution:
         execution: BatchExecution,
         shape: WindowShape,
         acks: Acknowledger,
-        windows: dict[Hashable, ShardWindow],
+        windows: dict[Key, ShardWindow],
         hook: StateHook,
         invoker: Invoker,
         metrics: MappingMetrics,
         *,
         seconds: int,
-        complete: Any,
+        complete: Callable[[list[Record]], None],
+        caught_up: Callable[[Hashable], bool],
     ) -> None:
         self._execution = execution
         self._shape = shape
@@ -173,10 +204,11 @@ class WindowedExecution:
         self._metrics = metrics
         self._seconds = seconds
         self._complete = complete  # the core's completion (checkpoint tracker)
+        self._caught_up = caught_up  # whether the unit's reader has read all there is
         self._log = log.bind(event_source_mapping_uuid=execution.mapping.uuid)
 
     async def run(self, batch: Batch) -> None:
-        shard = batch.records[0].unit
+        shard = key_of(batch.records[0])
         w = self._windows.setdefault(shard, ShardWindow())
         async with w.lock:
             for start, records in self._by_window(batch.records):
@@ -202,19 +234,38 @@ class WindowedExecution:
                 out.append((start, [r]))
         return out
 
-    def _arm(self, shard: Hashable, w: ShardWindow) -> None:
+    def _arm(self, shard: Key, w: ShardWindow) -> None:
         if w.start is None or (w.timer is not None and not w.timer.done()):
             return
         w.timer = asyncio.create_task(self._close_when_due(shard, w, w.start))
 
-    async def _close_when_due(self, shard: Hashable, w: ShardWindow, start: int) -> None:
-        loop_now = dt.datetime.now(dt.UTC).timestamp()
-        await asyncio.sleep(max(0.0, start + self._seconds + CLOSE_GRACE_SECONDS - loop_now))
+    async def _close_when_due(self, shard: Key, w: ShardWindow, start: int) -> None:
+        now = dt.datetime.now(dt.UTC).timestamp()
+        await asyncio.sleep(max(0.0, start + self._seconds + CLOSE_GRACE_SECONDS - now))
+        # A reader behind the stream may still have records of this window to read: they
+        # close it (a record of a later window), not the clock.
+        while not self._caught_up(shard[0]):
+            await asyncio.sleep(CLOSE_GRACE_SECONDS / 2)
+            if w.start != start:
+                return
         async with w.lock:
             if w.start == start:
-                await self._close(shard, w)
+                w.closing = True
+                try:
+                    await self._close(shard, w)
+                finally:
+                    w.closing = False
 
-    async def _close(self, shard: Hashable, w: ShardWindow, *, early: bool = False) -> bool:
+    def running(self, units: set[Hashable]) -> list[asyncio.Task[None]]:
+        """Final invocations made by the clock for these units (the hand-off waits for them
+        as for batches)."""
+        return [
+            w.timer
+            for key, w in self._windows.items()
+            if key[0] in units and w.closing and w.timer is not None and not w.timer.done()
+        ]
+
+    async def _close(self, shard: Key, w: ShardWindow, *, early: bool = False) -> bool:
         """The window's final invocation, retried until it succeeds; then its records are
         checkpointed. False when the shard was handed off meanwhile."""
         held = w.held
@@ -248,7 +299,7 @@ class WindowedExecution:
             reason = problem or (result.error.error_message if result and result.error else "")
             self._log.warning(
                 "final invocation of a window failed; retrying (the shard waits)",
-                shard=str(shard),
+                shard=str(shard[0]),
                 window_start=_iso(w.start or 0),
                 error=reason[:500],
                 retry_in=delay,
@@ -258,7 +309,7 @@ class WindowedExecution:
             delay = min(delay * 2, _FINAL_BACKOFF[1])
         self._log.info(
             "window closed",
-            shard=str(shard),
+            shard=str(shard[0]),
             window_start=_iso(w.start or 0),
             records=len(held),
             early=early,
@@ -267,11 +318,11 @@ class WindowedExecution:
         self._complete(held)
         return True
 
-    def forget(self, shards: set[Hashable]) -> None:
+    def forget(self, units: set[Hashable]) -> None:
         """Units handed off: their windows start again from the checkpoint elsewhere."""
-        for shard in shards:
-            w = self._windows.pop(shard, None)
-            if w is not None and w.timer is not None:
+        for key in [k for k in self._windows if k[0] in units]:
+            w = self._windows.pop(key)
+            if w.timer is not None and not w.closing:
                 w.timer.cancel()
 
     async def close(self) -> None:

@@ -131,6 +131,10 @@ class OrderedSource(FailureShape, Protocol):
     async def read_lag(self, confirmed: dict[Hashable, int | None]) -> dict[Hashable, float]:
         """How far behind each unit is, measured from its confirmed checkpoint."""
 
+    def caught_up(self, unit: Hashable) -> bool:
+        """Whether the unit's last read found nothing more to read (its reader is at the
+        stream's tip): a tumbling window may then be closed by the clock."""
+
     def lag_gauge(self, unit: Hashable) -> Any:
         """The gauge (labelled child) that shows a unit's lag (OffsetLag, IteratorAge)."""
 

@@ -54,6 +54,7 @@ class ShardApi(Protocol):
     max_page: int  # most records one read may return
     default_poll_seconds: float  # how often an idle shard is polled (Lambda's base rate)
     push: bool  # records are pushed (enhanced fan-out): never sleep between reads
+    timestamps: bool  # iterators may start AT_TIMESTAMP (Kinesis)
 
     async def check(self) -> None: ...
 
@@ -99,6 +100,7 @@ class KinesisApi:
     max_page = 10_000
     default_poll_seconds = 1.0
     push = False
+    timestamps = True
 
     def __init__(
         self,
@@ -209,17 +211,24 @@ class _Subscription:
         self.shard = shard
         self.start = start
         self.last_sequence: str | None = None
+        self.continuation: str | None = None
         self.stream: Any = None
         self.events: Any = None
 
     async def next_page(self) -> Page:
         while True:
             if self.stream is None:
-                position = (
-                    {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self.last_sequence}
-                    if self.last_sequence is not None
-                    else self.start
-                )
+                # Resume after the last record delivered, else where the last subscription
+                # said it stood (an idle LATEST start must not jump to a later tip).
+                if self.last_sequence is not None:
+                    position = {
+                        "Type": "AFTER_SEQUENCE_NUMBER",
+                        "SequenceNumber": self.last_sequence,
+                    }
+                elif self.continuation is not None:
+                    position = {"Type": "AT_SEQUENCE_NUMBER", "SequenceNumber": self.continuation}
+                else:
+                    position = self.start
                 client = await self.api._client()
                 try:
                     got = await client.subscribe_to_shard(
@@ -238,13 +247,19 @@ class _Subscription:
             except StopAsyncIteration:
                 self.stream = None  # the 5-minute subscription ended: subscribe again
                 continue
+            except BaseException:
+                await self.close()  # a broken stream: the next read subscribes again
+                raise
             body = event.get("SubscribeToShardEvent")
             if body is None:
                 continue
             records = body.get("Records", [])
             if records:
                 self.last_sequence = str(records[-1]["SequenceNumber"])
-            ended = body.get("ContinuationSequenceNumber") is None
+            continuation = body.get("ContinuationSequenceNumber")
+            if continuation is not None:
+                self.continuation = str(continuation)
+            ended = continuation is None
             behind = body.get("MillisBehindLatest")
             return Page(
                 records, None if ended else self, float(behind) if behind is not None else None
@@ -301,6 +316,7 @@ class DynamoDbStreamsApi:
     max_page = 1_000
     default_poll_seconds = 0.25
     push = False
+    timestamps = False
 
     async def release(self, iterator: Any) -> None:
         return None

@@ -45,12 +45,33 @@ from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
 from runtime.sources.aws import error_code
 from runtime.sources.base import Assignment, SourceError, UnitSink
-from runtime.sources.shard_apis import ExpiredIterator, ShardApi, Throttled
+from runtime.sources.shard_apis import ExpiredIterator, Shard, ShardApi, Throttled
 from runtime.sources.stream_records import StreamShape, stream_identifier
 
 log = structlog.get_logger("runtime.sources.shards")
 
 _ERROR_BACKOFF = (0.2, 10.0)
+_GONE = object()  # the iterator of a shard that no longer exists
+
+
+def _parents_first(shards: list[Shard]) -> list[Shard]:
+    """Shards ordered so that each comes after its parents that are listed."""
+    by_id = {s.shard_id: s for s in shards}
+    out: list[Shard] = []
+    seen: set[str] = set()
+
+    def visit(s: Shard) -> None:
+        if s.shard_id in seen:
+            return
+        seen.add(s.shard_id)
+        for p in s.parents:
+            if p in by_id:
+                visit(by_id[p])
+        out.append(s)
+
+    for s in shards:
+        visit(s)
+    return out
 
 
 @dataclass(eq=False)
@@ -73,6 +94,8 @@ class ShardState:
     task: asyncio.Task[None] | None = None
     iterator: Any = None  # the shard iterator or subscription being read
     from_oldest: bool = False  # the checkpoint was trimmed away: read from TRIM_HORIZON
+    caught_up: bool = False  # the last read found nothing more (the reader is at the tip)
+    started_at: float | None = None  # when the first iterator was got (epoch seconds)
 
     @property
     def shard(self) -> str:
@@ -171,6 +194,8 @@ class ShardSource:
 
     def stop_fetching(self) -> None:
         self._fetching = False
+        if self._coordinator is not None:
+            self._coordinator.stop_taking()
         for st in self._shards.values():
             st.stop()
 
@@ -192,11 +217,11 @@ class ShardSource:
                 self._shards.pop(st.shard, None)
                 if self._coordinator is not None:
                     await self._coordinator.release(st.shard, st.token)
-        for st in shards:
-            if st.task is not None:
-                st.task.cancel()
-        for task in list(self._tasks):
+        tasks = [st.task for st in shards if st.task is not None] + list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
         await self._store.close()
 
     # ------------------------------------------------------------------ lease events
@@ -220,6 +245,20 @@ class ShardSource:
         self._shards[lease.shard] = st
         self._sink.assigned([Assignment(lease.shard, token, st.confirmed)])
         st.task = asyncio.create_task(self._read(st), name=f"shard-{lease.shard}")
+        st.task.add_done_callback(lambda task: self._reader_ended(st, task))
+
+    def _reader_ended(self, st: ShardState, task: asyncio.Task[None]) -> None:
+        """A reader never dies silently: a failure hands its shard off (another worker, or
+        this one again, resumes it from the checkpoint)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self._metrics.batch_crashes.inc()
+        self._log.error(
+            "shard reader failed; handing the shard off", shard=st.shard, error=repr(exc)
+        )
+        if self._shards.get(st.shard) is st and self._coordinator is not None:
+            self.hand_off(st.shard, None)
 
     def lost(self, shard: str) -> None:
         st = self._shards.pop(shard, None)
@@ -260,22 +299,49 @@ class ShardSource:
         shards = await self._api.list_shards()
         existing = {lz.shard for lz in await self._store.list()}
         first = not existing
-        known = existing | {s.shard_id for s in shards}
+        latest = self._start is StartingPosition.LATEST
+        leased = set(existing)
         new: list[tuple[str, tuple[str, ...]]] = []
-        for s in shards:
+        # Parents first (the listing may not be in that order), so that a shard's parents
+        # are known when it is looked at.
+        for s in _parents_first(shards):
             if s.shard_id in existing:
                 continue
-            if self._start is StartingPosition.LATEST and not s.open:
-                continue  # read from the tip: closed shards hold nothing new
-            parents = tuple(p for p in s.parents if p in known)
-            if first and self._start is StartingPosition.LATEST:
-                parents = ()
+            if latest and not s.open and (first or not any(p in leased for p in s.parents)):
+                # Read from the tip: a closed shard holds nothing new, unless it descends from
+                # a shard already read (it closed between two listings: read it, in order).
+                continue
+            parents = () if first and latest else tuple(p for p in s.parents if p in leased)
             new.append((s.shard_id, parents))
+            leased.add(s.shard_id)
         if new:
             await self._store.ensure(new)
             self._log.info("shards found", shards=[s for s, _ in new])
             if self._coordinator is not None:
                 self._coordinator.wake()
+
+    async def _shard_gone(self, st: ShardState) -> bool:
+        """A read said the shard or stream does not exist: which one? A stream that is gone
+        ends the source (the worker restarts and reports it); a shard that is gone (trimmed
+        after its retention, its records with it) is ended so that its children can start."""
+        try:
+            listed = {s.shard_id for s in await self._api.list_shards()}
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                assert self._sink is not None
+                self._sink.source_failed(f"the stream {self.mapping.source.arn} no longer exists")
+                st.stop()
+                return True
+            return False
+        if st.shard in listed:
+            return False
+        self._log.error(
+            "shard no longer exists (past the stream's retention); ending it so its children "
+            "start: records it still held, if any, were trimmed by the stream",
+            shard=st.shard,
+        )
+        self._metrics.polling_errors.inc()
+        return True
 
     # ------------------------------------------------------------------ reading
 
@@ -301,9 +367,24 @@ class ShardSource:
                 else st.lease.checkpoint
             )
             start = StartingPosition.TRIM_HORIZON if st.from_oldest else self._initial(st.lease)
+            at = self._at
+            if (
+                start is StartingPosition.LATEST
+                and st.started_at is not None
+                and position is None
+                and self._api.timestamps
+            ):
+                # A new iterator before the first record: from where the first one began
+                # (Kinesis), not from a later tip that would skip what arrived meanwhile.
+                start, at = StartingPosition.AT_TIMESTAMP, st.started_at
             try:
-                return await self._api.iterator(st.shard, position, start, self._at)
+                got = await self._api.iterator(st.shard, position, start, at)
+                if st.started_at is None:
+                    st.started_at = time.time()
+                return got
             except Exception as exc:
+                if error_code(exc) == "ResourceNotFoundException" and await self._shard_gone(st):
+                    return _GONE
                 if error_code(exc) == "TrimmedDataAccessException" and position is not None:
                     # The checkpoint is older than the stream's retention: what lay between
                     # is gone from the stream itself. Read from the oldest record left.
@@ -337,6 +418,10 @@ class ShardSource:
         iterator = st.iterator = await self._iterator(st)
         delay = _ERROR_BACKOFF[0]
         while st.reading and iterator is not None:
+            if iterator is _GONE:
+                if st.reading:
+                    await self._end(st)
+                return
             if not st.resumed.is_set():
                 await st.resumed.wait()
                 continue
@@ -348,6 +433,9 @@ class ShardSource:
                 continue
             except Exception as exc:
                 self._metrics.polling_errors.inc()
+                if error_code(exc) == "ResourceNotFoundException" and await self._shard_gone(st):
+                    iterator = _GONE
+                    continue
                 if not isinstance(exc, Throttled):
                     self._log.warning("reading a shard failed", shard=st.shard, error=repr(exc))
                 await self._sleep(st, delay)
@@ -357,6 +445,7 @@ class ShardSource:
             if not st.reading:
                 return
             st.millis_behind = page.millis_behind
+            st.caught_up = not page.records or page.millis_behind == 0
             if page.records:
                 if pin and not await self._pin(st, self._api.sequence(page.records[0])):
                     return
@@ -364,6 +453,7 @@ class ShardSource:
                 records = self._records(st, page.records)
                 sink.accept(records)
             if page.next_iterator is None:
+                st.caught_up = True
                 await self._end(st)
                 return
             iterator = page.next_iterator
@@ -485,6 +575,10 @@ class ShardSource:
             else:
                 out[unit] = st.millis_behind or 0.0
         return out
+
+    def caught_up(self, unit: Hashable) -> bool:
+        st = self._shards.get(str(unit))
+        return st is None or st.caught_up
 
     def lag_gauge(self, unit: Hashable) -> Any:
         return ITERATOR_AGE.labels(self.mapping.function.name, self.mapping.uuid, str(unit))

@@ -63,6 +63,10 @@ class WorkerSlot:
     reader_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+# How long freeing a dead worker's shard leases may take before its restart goes on without.
+_FREE_LEASES_SECONDS = 10.0
+
+
 def _restart_reason(code: int) -> str:
     if code == EXIT_RECYCLE:
         return "recycle"
@@ -257,7 +261,14 @@ class Supervisor:
             await self._spawn(slot)
             assert slot.process is not None
             code = await slot.process.wait()
-            await self._free_leases(slot)
+            try:
+                await asyncio.wait_for(self._free_leases(slot), timeout=_FREE_LEASES_SECONDS)
+            except Exception as exc:  # never keeps a worker from being restarted
+                log.warning(
+                    "could not free an ended worker's leases; they expire instead",
+                    worker=slot.plan.name,
+                    error=repr(exc)[:300],
+                )
             if slot.reader_task is not None:
                 # The last lines the worker wrote before exiting ("failed") are read first.
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
