@@ -336,6 +336,7 @@ class LeaseCoordinator:
                     "handing a shard over on request", shard=lease.shard, to=lease.pending_owner
                 )
                 self._holder.hand_off(lease.shard, None)
+        await self._clean_up(leases)
         eligible = eligible_leases(leases)
         live = {lz.owner for lz in eligible if lz.owner and not self._expired(lz, now)}
         # A worker that asked for a hand-off is live even before it holds anything.
@@ -389,6 +390,26 @@ class LeaseCoordinator:
         ):
             self._asked = (wanted.shard, wanted.owner)
             self._log.info("asked for a lease hand-off", shard=wanted.shard, owner=wanted.owner)
+
+    async def _clean_up(self, leases: list[Lease]) -> None:
+        """Delete ended leases whose children all started (have a checkpoint): the table
+        would otherwise grow with every reshard (DynamoDB Streams rolls shards every few
+        hours)."""
+        children: dict[str, list[Lease]] = {}
+        for lz in leases:
+            for p in lz.parents:
+                children.setdefault(p, []).append(lz)
+        for lz in leases:
+            kids = children.get(lz.shard)
+            if (
+                lz.ended
+                and lz.owner is None
+                and kids
+                and all(k.checkpoint is not None for k in kids)
+                and await self._call(self.store.delete(lz))
+            ):
+                self._seen.pop(lz.shard, None)
+                self._log.info("ended lease deleted", shard=lz.shard)
 
     def _ask_for_one(self, eligible: list[Lease], target: int, now: float) -> Lease | None:
         """A lease of the owner holding the most, if it holds more than the target."""

@@ -189,6 +189,22 @@ class DynamoDbLeaseStore:
             raise
         return True
 
+    async def delete(self, lease: Lease) -> bool:
+        ddb = await self._ddb()
+        try:
+            await ddb.delete_item(
+                TableName=self.table,
+                Key=self._key(lease.shard),
+                ConditionExpression="attribute_not_exists(#o) AND #c = :c",
+                ExpressionAttributeNames={"#o": "leaseOwner", "#c": "leaseCounter"},
+                ExpressionAttributeValues={":c": {"N": str(lease.counter)}},
+            )
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     async def evict(self, owner: str) -> int:
         n = 0
         for lease in await self.list():

@@ -127,6 +127,13 @@ class SqliteLeaseStore:
         )
         return cur.rowcount == 1
 
+    def _delete(self, lease: Lease) -> bool:
+        cur = self._conn().execute(
+            "DELETE FROM leases WHERE mapping = ? AND shard = ? AND owner IS NULL AND counter = ?",
+            (self._mapping, lease.shard, lease.counter),
+        )
+        return cur.rowcount == 1
+
     def _evict(self, owner: str) -> int:
         cur = self._conn().execute(
             "UPDATE leases SET owner = NULL, counter = counter + 1 WHERE mapping = ? AND owner = ?",
@@ -167,6 +174,10 @@ class SqliteLeaseStore:
 
     async def request(self, lease: Lease, requester: str) -> bool:
         ok: bool = await self._run(self._request, lease, requester)
+        return ok
+
+    async def delete(self, lease: Lease) -> bool:
+        ok: bool = await self._run(self._delete, lease)
         return ok
 
     async def evict(self, owner: str) -> int:

@@ -107,6 +107,10 @@ class LeaseStore(Protocol):
         """Ask the owner for a hand-off (balancing); False if one is already asked for or the
         lease changed owner."""
 
+    async def delete(self, lease: Lease) -> bool:
+        """Remove an ended lease nobody holds (its children have started: it is no longer
+        needed to order them); False if it changed meanwhile."""
+
     async def evict(self, owner: str) -> int:
         """Free every lease held by ``owner`` (a worker its supervisor saw die); returns how
         many. Only for an owner known to be dead: nothing fences it otherwise."""

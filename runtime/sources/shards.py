@@ -54,6 +54,19 @@ _ERROR_BACKOFF = (0.2, 10.0)
 _GONE = object()  # the iterator of a shard that no longer exists
 
 
+def _has_leased_descendant(shard: str, children: dict[str, list[str]], leased: set[str]) -> bool:
+    todo = list(children.get(shard, ()))
+    seen: set[str] = set()
+    while todo:
+        child = todo.pop()
+        if child in leased:
+            return True
+        if child not in seen:
+            seen.add(child)
+            todo.extend(children.get(child, ()))
+    return False
+
+
 def _parents_first(shards: list[Shard]) -> list[Shard]:
     """Shards ordered so that each comes after its parents that are listed."""
     by_id = {s.shard_id: s for s in shards}
@@ -304,9 +317,15 @@ class ShardSource:
         new: list[tuple[str, tuple[str, ...]]] = []
         # Parents first (the listing may not be in that order), so that a shard's parents
         # are known when it is looked at.
+        children: dict[str, list[str]] = {}
+        for s in shards:
+            for p in s.parents:
+                children.setdefault(p, []).append(s.shard_id)
         for s in _parents_first(shards):
             if s.shard_id in existing:
                 continue
+            if _has_leased_descendant(s.shard_id, children, existing):
+                continue  # read and ended before: its lease was deleted once its children began
             if latest and not s.open and (first or not any(p in leased for p in s.parents)):
                 # Read from the tip: a closed shard holds nothing new, unless it descends from
                 # a shard already read (it closed between two listings: read it, in order).

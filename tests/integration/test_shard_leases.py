@@ -156,6 +156,14 @@ def test_every_write_is_conditional_on_owner_and_counter(store_factory, aws_endp
             assert retaken is not None and retaken.pending_owner is None
             ended = await a.checkpoint(retaken, END)
             assert ended is not None and ended.ended
+            # An ended lease nobody holds can be deleted, once; a held one cannot.
+            assert await a.delete(ended) is False, "still owned"
+            [free_end] = [lz for lz in await a.list() if lz.shard == "s-1"]
+            freed_end = await a.release(free_end)
+            assert freed_end is not None
+            assert await b.delete(free_end) is False, "stale counter"
+            assert await b.delete(freed_end) is True
+            assert [lz.shard for lz in await a.list()] == ["s-2"]
             # The supervisor frees a dead worker's leases.
             [s2] = [lz for lz in await a.list() if lz.shard == "s-2"]
             held = await b.take(s2, "dead-worker")
