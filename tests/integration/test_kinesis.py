@@ -204,6 +204,17 @@ def test_bisection_isolates_a_poison_record_and_sends_its_batch_info(
     values = [("k", {"n": i, "poison": i == 5}) for i in range(batch)]
     answers = put(kinesis, poison_arn, values)
     s3_answers = put(kinesis, s3_arn, values)
+    sns = client("sns", aws_endpoint)
+    via_sns = Queue.create(sqs, "kin-ofd-sns")
+    topic_arn = sns.create_topic(Name=f"kin-ofd-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=via_sns.arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    sns_arn = create_stream(kinesis, 1)
+    sns_answers = put(kinesis, sns_arn, values)
     common = {
         "StartingPosition": "TRIM_HORIZON",
         "BatchSize": batch,
@@ -224,8 +235,16 @@ def test_bisection_isolates_a_poison_record_and_sends_its_batch_info(
             **common,
         }
     )
+    cfg["eventSourceMappings"].append(
+        {
+            "FunctionName": "fn",
+            "EventSourceArn": sns_arn,
+            "DestinationConfig": {"OnFailure": {"Destination": topic_arn}},
+            **common,
+        }
+    )
     rt = runtime_factory(cfg, env=env).start()
-    wait_until(lambda: rt.metric("lambda_committed_events_total") == 2 * batch, 60)
+    wait_until(lambda: rt.metric("lambda_committed_events_total") == 3 * batch, 60)
     poison_seq = answers[5]["SequenceNumber"]
     with_poison = [inv for inv in starts(record_file) if poison_seq in inv["sequences"]]
     # The whole batch, then one half per bisection down to the record alone
@@ -273,7 +292,13 @@ def test_bisection_isolates_a_poison_record_and_sends_its_batch_info(
     assert [r["kinesis"]["sequenceNumber"] for r in payload["Records"]] == [
         s3_answers[5]["SequenceNumber"]
     ]
-    assert rt.metric("lambda_on_failure_destination_delivered_events_total") == 2
+    # SNS: the same record, delivered through the topic.
+    [sns_msg] = wait_until(lambda: via_sns.drain(0.2), 10)
+    sns_record = json.loads(sns_msg["Body"])
+    assert list(sns_record) == list(record)
+    assert sns_record["KinesisBatchInfo"]["streamArn"] == sns_arn
+    assert sns_record["KinesisBatchInfo"]["startSequenceNumber"] == sns_answers[5]["SequenceNumber"]
+    assert rt.metric("lambda_on_failure_destination_delivered_events_total") == 3
     assert rt.stop() == 0
 
 
@@ -317,8 +342,12 @@ def test_a_shard_blocked_by_a_failing_batch_is_reported(kinesis, runtime_factory
     cfg = stream_mapping(arn, record_file)
     rt = runtime_factory(cfg, env={**env, "ESM_BLOCKED_UNIT_WARNING_SECONDS": "1"}).start()
     wait_until(lambda: rt.metric("esm_unit_blocked_seconds") >= 1, 20)
+    # IteratorAge: the failing record, read and not checkpointed, is getting older.
+    shard = kinesis.list_shards(StreamName=arn.split("/")[1])["Shards"][0]["ShardId"]
+    assert rt.metric("lambda_iterator_age_milliseconds", shard=shard) >= 1000
     wait_until(lambda: rt.metric("lambda_committed_events_total") == 2, 30)
     wait_until(lambda: rt.metric("esm_unit_blocked_seconds") == 0, 10)
+    wait_until(lambda: rt.metric("lambda_iterator_age_milliseconds", shard=shard) == 0, 10)
     assert "unit blocked by a failing batch" in rt.logs()
     assert "unit no longer blocked" in rt.logs()
 
