@@ -241,6 +241,7 @@ class StreamPipeline:
             if old is not None:  # assigned again without a revoke: the old token is dead
                 self._dispatcher.discard_units({a.unit})
                 self._forget(old)
+            self._blocked_gauge(state).set(0)  # the series exists (at 0) while the unit is owned
         self._metrics.owned_units.set(len(self.units))
         self._log.info("units assigned", units=sorted(str(a.unit) for a in units))
 

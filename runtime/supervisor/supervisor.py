@@ -181,6 +181,10 @@ class Supervisor:
             mappings=len(self.config.mappings),
             metrics=f"http://{self._display_host()}:{self.http_port}/metrics",
         )
+        # Restart counters exist (at 0) from the start, for dashboards and alerts.
+        for function in functions:
+            for reason in ("recycle", "crash", "stalled", "source_error"):
+                WORKER_RESTARTS.labels(function, reason).inc(0)
         by_uuid = {m.uuid: m for m in self.config.mappings}
         for slot in self.slots:
             plan = slot.plan
