@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.aws import Queue, client, wait_until
+from tests.support.records import complete_lines
 from tests.support.streams import STREAM_ENV, create_table_with_stream, stream_mapping
 
 pytestmark = pytest.mark.integration
@@ -26,10 +27,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def starts(record_file: Path) -> list[dict[str, Any]]:
-    if not record_file.exists():
-        return []
-    lines = [json.loads(x) for x in record_file.read_text().splitlines() if x.strip()]
-    return [x for x in lines if x["phase"] == "start"]
+    return [x for x in complete_lines(record_file) if x["phase"] == "start"]
 
 
 def records(record_file: Path) -> list[dict[str, Any]]:

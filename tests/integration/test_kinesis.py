@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.aws import Queue, client, wait_until
-from tests.support.records import read_invocations
+from tests.support.records import complete_lines, read_invocations
 from tests.support.streams import (
     STREAM_ENV,
     create_stream,
@@ -43,13 +43,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def starts(record_file: Path) -> list[dict[str, Any]]:
-    if not record_file.exists():
-        return []
-    return [
-        json.loads(line)
-        for line in record_file.read_text().splitlines()
-        if line.strip() and json.loads(line)["phase"] == "start"
-    ]
+    return [x for x in complete_lines(record_file) if x["phase"] == "start"]
 
 
 def succeeded(record_file: Path) -> Counter[str]:

@@ -25,16 +25,21 @@ class Invocation:
     failed: list[str] | None = None
 
 
+def complete_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines a handler has finished writing (a line being written by a running
+    handler, without its newline yet, is left for the next read)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # the part after the last newline is incomplete (or empty)
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def read_invocations(path: Path) -> list[Invocation]:
     """Invocations in start order; ``ended`` is None for one that never finished."""
     starts: dict[str, dict[str, Any]] = {}
     ends: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for rec in complete_lines(path):
         (starts if rec["phase"] == "start" else ends)[rec["request_id"]] = rec
     out = []
     for rid, s in starts.items():
