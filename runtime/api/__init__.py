@@ -1,0 +1,1 @@
+"""The Lambda-compatible mapping API (CreateEventSourceMapping and friends) on its own port."""
