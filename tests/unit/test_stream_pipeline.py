@@ -83,6 +83,9 @@ class FakeSource:
     def lag_gauge(self, unit: Hashable) -> Gauge:
         return self.gauges.setdefault(unit, Gauge())
 
+    def caught_up(self, unit: Hashable) -> bool:
+        return True
+
     async def close(self) -> None:
         self.closed = True
 
@@ -147,8 +150,11 @@ class Harness:
         retry: RetryPolicy = QUICK_RETRIES,
         batch_size: int = 100,
         window: float = 0.0,
+        tumbling: int = 0,
     ) -> None:
         self.mapping = make_mapping(False)
+        if tumbling:
+            object.__setattr__(self.mapping.raw, "tumbling_window_in_seconds", tumbling)
         object.__setattr__(self.mapping, "batch_size", batch_size)
         object.__setattr__(self.mapping, "batching_window_seconds", window)
         self.source = FakeSource()
@@ -513,3 +519,35 @@ def test_a_runtime_failure_around_a_batch_stops_its_unit_and_restarts_the_worker
         assert h.metrics.batch_crashes._value.get() == 1  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+def test_a_hand_off_waits_for_a_tumbling_window_s_final_invocation() -> None:
+    """Found by review: the final invocation, made by the window's clock rather than by a
+    batch, was not waited for, so the unit was handed over while it ran."""
+    release = asyncio.Event()
+
+    async def script(ids: list[tuple[str, int]]) -> Any:
+        if not ids:  # the window's final invocation: runs until released
+            await release.wait()
+        return {"state": {"seen": len(ids)}}
+
+    async def scenario() -> None:
+        h = Harness(script, tumbling=2)
+        h.assign(0, token=1)
+        recs = h.deliver(0, range(3), token=1)
+        old = (time.time() - 30) * 1000  # a window that ended long ago: closed by the clock
+        for r in recs:
+            r.timestamp_ms = old
+        for _ in range(200):
+            if [] in h.invoker.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert h.invoker.calls[0] != [] and [] in h.invoker.calls and h.invoker.running == 1
+        assert h.pipeline.units.get("t-0") is not None
+        final = await h.pipeline.revoke({"t-0"}, wait_seconds=0.3)
+        # The revoke did not return while the final invocation ran (it was cancelled at the
+        # end of the wait), and nothing of the window was checkpointed.
+        assert h.invoker.running == 0
+        assert final == []
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
