@@ -551,3 +551,31 @@ def test_a_hand_off_waits_for_a_tumbling_window_s_final_invocation() -> None:
         assert final == []
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_lost_unit_s_running_batch_is_cancelled_at_once() -> None:
+    """Lost (a lease fenced off before it may expire, a Kafka session gone): nothing of the
+    unit may keep running, so its batch is cancelled without waiting."""
+    release = asyncio.Event()
+
+    async def script(ids: list[tuple[str, int]]) -> Any:
+        await release.wait()
+        return None
+
+    async def scenario() -> None:
+        h = Harness(script)
+        h.assign(0, token=1)
+        h.deliver(0, range(3), token=1)
+        for _ in range(200):
+            if h.invoker.running:
+                break
+            await asyncio.sleep(0.01)
+        assert h.invoker.running == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await h.pipeline.revoke({"t-0"}, lost=True) == []
+        assert loop.time() - started < 1.5
+        assert h.invoker.running == 0
+        assert h.aborted == []  # nothing stuck: the worker goes on
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
