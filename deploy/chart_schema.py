@@ -50,7 +50,7 @@ def values_schema() -> dict[str, Any]:
                 "image": _obj(
                     {
                         "repository": {"type": "string", "minLength": 1},
-                        "tag": STRING,
+                        "tag": {"type": ["string", "number"]},
                         "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                     },
                     required=["repository"],
@@ -76,7 +76,7 @@ def values_schema() -> dict[str, Any]:
                 },
                 "aws": _obj(
                     {
-                        "region": {"type": "string", "pattern": "^[a-z]{2}(-[a-z]+)+-\\d$"},
+                        "region": {"type": "string", "pattern": "^[a-z]{2,4}(-[a-z]+)+-\\d$"},
                         "endpointUrl": STRING,
                         "credentialsSecret": STRING,
                         "accountId": {"type": "string", "pattern": "^(\\d{12})?$"},
@@ -128,7 +128,10 @@ def values_schema() -> dict[str, Any]:
                 "resources": ANY_OBJECT,
                 "podSecurityContext": ANY_OBJECT,
                 "securityContext": ANY_OBJECT,
-                "probes": _obj({"liveness": ANY_OBJECT, "readiness": ANY_OBJECT}),
+                "probes": _obj(
+                    {"startup": ANY_OBJECT, "liveness": ANY_OBJECT, "readiness": ANY_OBJECT}
+                ),
+                "volumes": _obj({"metricsSizeLimit": STRING, "tmpSizeLimit": STRING}),
                 "service": _obj(
                     {
                         "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
@@ -143,7 +146,12 @@ def values_schema() -> dict[str, Any]:
                     {"enabled": BOOL, "maxUnavailable": {"type": ["integer", "string"]}}
                 ),
                 "networkPolicy": _obj(
-                    {"enabled": BOOL, "metricsFrom": ANY_LIST, "allowAllEgress": BOOL}
+                    {
+                        "enabled": BOOL,
+                        "metricsFrom": ANY_LIST,
+                        "allowAllEgress": BOOL,
+                        "egress": ANY_LIST,
+                    }
                 ),
                 "metrics": _obj(
                     {
@@ -172,17 +180,17 @@ def values_schema() -> dict[str, Any]:
                                 "minReplicas": {"type": "integer", "minimum": 1},
                                 "maxReplicas": {"type": "integer", "minimum": 1},
                                 "metricName": {"type": "string", "minLength": 1},
-                                "targetAverageValue": STRING,
+                                "targetAverageValue": {"type": ["string", "number"]},
                             }
                         ),
                         "keda": _obj(
                             {
                                 "enabled": BOOL,
-                                "minReplicas": {"type": "integer", "minimum": 0},
+                                "minReplicas": {"type": "integer", "minimum": 1},
                                 "maxReplicas": {"type": "integer", "minimum": 1},
                                 "serverAddress": {"type": "string", "pattern": "^https?://"},
                                 "query": {"type": "string", "minLength": 1},
-                                "threshold": STRING,
+                                "threshold": {"type": ["string", "number"]},
                                 "pollingInterval": {"type": "integer", "minimum": 1},
                                 "cooldownPeriod": {"type": "integer", "minimum": 0},
                             }

@@ -250,3 +250,67 @@ def test_the_image_matches_what_the_chart_expects() -> None:
     assert f"PROMETHEUS_MULTIPROC_DIR={env['PROMETHEUS_MULTIPROC_DIR']}" in dockerfile
     assert "EXPOSE 8080" in dockerfile
     assert "COPY handlers ./handlers" in dockerfile and "WORKDIR /app" in dockerfile
+
+
+def env_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    pod = kind(objects, "Deployment")["spec"]["template"]["spec"]
+    return {e["name"]: e for e in pod["containers"][0]["env"]}
+
+
+def test_review_findings_on_real_clusters(tmp_path: Path) -> None:
+    """Found by review: defaults that would have broken on a real cluster."""
+    defaults = render()
+    env = env_of(defaults)
+    # Workers follow the CPU request, not the node's cores.
+    assert env["ESM_WORKERS"]["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
+    # A slow start (source checks before /healthz) is covered by a startup probe.
+    container = kind(defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert (
+        container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"]
+        >= 120
+    )
+    # Numbers in settings stay numbers (a values file loads 33554432 as a float).
+    values = tmp_path / "settings.yaml"
+    values.write_text("settings:\n  UNIT_BUFFER_BYTES: 33554432\n  SQS_EXTEND_VISIBILITY: false\n")
+    env = env_of(render(values))
+    assert env["ESM_UNIT_BUFFER_BYTES"]["value"] == "33554432"
+    assert env["ESM_SQS_EXTEND_VISIBILITY"]["value"] == "false"
+    # Stream mappings on SQLite: never two pods at once, even during a rollout.
+    streams = render(CHART / "ci" / "kinesis-dynamodb-values.yaml", "leases.store=sqlite",
+                     "replicaCount=1")  # fmt: skip
+    assert kind(streams, "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+    # The helm test pod is not selected as a runtime pod.
+    [test_pod] = [o for o in defaults if o["kind"] == "Pod"]
+    assert "app.kubernetes.io/name" not in test_pod["metadata"]["labels"]
+
+
+def test_network_policy_egress_and_the_test_pod() -> None:
+    objects = render(CHART / "ci" / "everything-values.yaml", "networkPolicy.allowAllEgress=false")
+    policy = kind(objects, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert {"port": 53, "protocol": "UDP"} in policy["egress"][0]["ports"]
+    peers = policy["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "rel",
+            "app.kubernetes.io/component": "test"}}} in peers  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "settings.HTTP_PORT=9000"], "settings.HTTP_PORT: set by the chart"),
+        (
+            ["--set", "leases.persistence.enabled=true", "--set", "replicaCount=2"],
+            "leases.persistence (a ReadWriteOnce volume) is for one pod",
+        ),
+        (
+            ["--set", "metrics.serviceMonitor.enabled=true", "--set",
+             "metrics.podMonitor.enabled=true"],
+            "enable serviceMonitor or podMonitor, not both",
+        ),
+        (["--set", "autoscaling.keda.enabled=true", "--set", "autoscaling.keda.minReplicas=0"],
+         "at '/autoscaling/keda/minReplicas'"),
+    ],
+)  # fmt: skip
+def test_combinations_that_cannot_work_are_refused(args: list[str], message: str) -> None:
+    assert message in refused(*args)

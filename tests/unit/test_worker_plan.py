@@ -111,3 +111,16 @@ def test_every_mapping_gets_a_worker_and_limits_hold(
             assert all(s.maximum <= p.reserved for s in p.shares.values())
     if reserved is not None:
         assert sum(p.reserved or 0 for p in plans) <= reserved
+
+
+def test_the_cgroup_cpu_limit_bounds_the_default_worker_count(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from runtime.supervisor.plan import cgroup_cpu_limit
+
+    limit = tmp_path / "cpu.max"
+    limit.write_text("250000 100000\n")
+    assert cgroup_cpu_limit(str(limit)) == 3  # 2.5 CPUs, rounded up
+    limit.write_text("50000 100000\n")
+    assert cgroup_cpu_limit(str(limit)) == 1
+    limit.write_text("max 100000\n")
+    assert cgroup_cpu_limit(str(limit)) is None
+    assert cgroup_cpu_limit(str(tmp_path / "absent")) is None

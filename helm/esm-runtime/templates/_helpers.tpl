@@ -72,6 +72,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "autoscaling.keda with Kinesis or DynamoDB Streams mappings needs leases.store: dynamodb" -}}
 {{- end -}}
 {{- end -}}
+{{- range $name, $_ := .Values.settings -}}
+{{- if has $name (list "HTTP_HOST" "HTTP_PORT" "DRAIN_TIMEOUT_SECONDS" "WORKERS" "LOG_FORMAT" "POD_NAME" "LEASE_STORE" "LEASE_TABLE" "LEASE_FAILOVER_SECONDS" "DATA_DIR" "AWS_ENDPOINT_URL" "ACCOUNT_ID") -}}
+{{- fail (printf "settings.%s: set by the chart; use its own value instead (see the chart README)" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- $hpaMany := and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.maxReplicas) 1) -}}
+{{- $kedaMany := and .Values.autoscaling.keda.enabled (gt (int .Values.autoscaling.keda.maxReplicas) 1) -}}
+{{- if and .Values.leases.persistence.enabled (or (gt (int .Values.replicaCount) 1) $hpaMany $kedaMany) -}}
+{{- fail "leases.persistence (a ReadWriteOnce volume) is for one pod: turn it off, or use leases.store: dynamodb" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled -}}
+{{- fail "metrics: enable serviceMonitor or podMonitor, not both (every series would be scraped twice)" -}}
+{{- end -}}
 {{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled -}}
 {{- fail "autoscaling: enable hpa or keda, not both" -}}
 {{- end -}}
