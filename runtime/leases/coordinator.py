@@ -224,10 +224,6 @@ class LeaseCoordinator:
                 self._log.warning("releasing a lease failed", shard=shard, error=repr(exc))
         self.wake()
 
-    def checkpoint_of(self, shard: str) -> Position | None:
-        h = self._held.get(shard)
-        return None if h is None else h.lease.checkpoint
-
     # ------------------------------------------------------------------ the loops
 
     async def _sleep(self, event: asyncio.Event, seconds: float) -> None:

@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import zlib
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -390,8 +389,3 @@ class DynamoDbStreamsApi:
     def lane_slot(self, raw: dict[str, Any], factor: int) -> int:
         keys = raw.get("dynamodb", {}).get("Keys", {})
         return zlib.crc32(json.dumps(keys, sort_keys=True, default=str).encode()) % factor
-
-
-def lane_of(shard: str, slot: int, factor: int) -> Hashable:
-    """A shard's lane for a ParallelizationFactor slot (the shard itself when the factor is 1)."""
-    return shard if factor == 1 else f"{shard}#{slot}"
