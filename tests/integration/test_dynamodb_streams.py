@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.aws import Queue, client, wait_until
-from tests.support.records import complete_lines
+from tests.support.records import starts
 from tests.support.streams import STREAM_ENV, create_table_with_stream, stream_mapping
 
 pytestmark = pytest.mark.integration
@@ -24,10 +24,6 @@ def ddb(aws_endpoint: str) -> Any:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {**STREAM_ENV, "ESM_DATA_DIR": str(tmp_path / "data")}
-
-
-def starts(record_file: Path) -> list[dict[str, Any]]:
-    return [x for x in complete_lines(record_file) if x["phase"] == "start"]
 
 
 def records(record_file: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.aws import Queue, client, wait_until
-from tests.support.records import complete_lines, read_invocations
+from tests.support.records import read_invocations, starts
 from tests.support.streams import (
     STREAM_ENV,
     create_stream,
@@ -40,10 +40,6 @@ def kinesis(aws_endpoint: str) -> Any:
 def env(tmp_path: Path) -> dict[str, str]:
     """Stream settings with the SQLite lease store in the test's own directory."""
     return {**STREAM_ENV, "ESM_DATA_DIR": str(tmp_path / "data")}
-
-
-def starts(record_file: Path) -> list[dict[str, Any]]:
-    return [x for x in complete_lines(record_file) if x["phase"] == "start"]
 
 
 def succeeded(record_file: Path) -> Counter[str]:

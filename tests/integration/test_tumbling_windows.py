@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.aws import client, wait_until
-from tests.support.records import complete_lines
+from tests.support.records import starts
 from tests.support.streams import STREAM_ENV, create_stream, put, put_many, stream_mapping
 
 pytestmark = pytest.mark.integration
 
 WINDOW = 6  # long enough that a loaded machine never splits the test's records
-
-
-def starts(record_file: Path) -> list[dict[str, Any]]:
-    return [x for x in complete_lines(record_file) if x["phase"] == "start"]
 
 
 def wait_for_window_start(seconds: int) -> None:

@@ -43,9 +43,10 @@ def _append_line(path: str, line: str) -> None:
         os.close(fd)
 
 
-def sleep_10ms(event: Any, context: Any) -> None:
+def _timed(event: Any, seconds: float, key: Any) -> None:
+    """Sleep ``seconds``, then record the invocation's start, end and record keys."""
     start = time.time()
-    time.sleep(0.01)
+    time.sleep(seconds)
     end = time.time()
     path = os.environ.get("RECORD_FILE")
     if not path:
@@ -55,11 +56,15 @@ def sleep_10ms(event: Any, context: Any) -> None:
             "pid": os.getpid(),
             "start": start,
             "end": end,
-            "records": [_record_key(r) for r in event.get("Records", ())],
+            "records": [key(r) for r in event.get("Records", ())],
         },
         separators=(",", ":"),
     )
     _append_line(path, line)
+
+
+def sleep_10ms(event: Any, context: Any) -> None:
+    _timed(event, 0.01, _record_key)
 
 
 def latency(event: Any, context: Any) -> None:
@@ -88,19 +93,4 @@ def _kinesis_key(record: dict[str, Any]) -> list[Any]:
 
 
 def sleep_20ms(event: Any, context: Any) -> None:
-    start = time.time()
-    time.sleep(0.02)
-    end = time.time()
-    path = os.environ.get("RECORD_FILE")
-    if not path:
-        return
-    line = json.dumps(
-        {
-            "pid": os.getpid(),
-            "start": start,
-            "end": end,
-            "records": [_kinesis_key(r) for r in event.get("Records", ())],
-        },
-        separators=(",", ":"),
-    )
-    _append_line(path, line)
+    _timed(event, 0.02, _kinesis_key)

@@ -12,9 +12,21 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 MINISTACK = Path(os.environ.get("ESM_TEST_MINISTACK", REPO / ".emu-venv" / "bin" / "ministack"))
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, log: Any) -> None:
+    """Stop a server started by a test session (terminate, then kill), close its log."""
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def free_port() -> int:
@@ -61,13 +73,7 @@ class Ministack:
         wait_http(self.endpoint + "/")
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._log.close()
+        _stop(self._proc, self._log)
 
 
 TANSU = Path(os.environ.get("ESM_TEST_TANSU", REPO / ".emu-venv" / "bin" / "tansu"))
@@ -116,13 +122,7 @@ class Tansu:
         wait_tcp("127.0.0.1", self.port)
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._log.close()
+        _stop(self._proc, self._log)
 
 
 KINESIS_LOCAL = Path(
@@ -163,10 +163,4 @@ class KinesisLocal:
         wait_tcp("127.0.0.1", self.port)
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-            self._log.close()
+        _stop(self._proc, self._log)

@@ -35,6 +35,11 @@ def complete_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def starts(path: Path) -> list[dict[str, Any]]:
+    """The "start" lines handlers wrote (what each invocation received), in file order."""
+    return [x for x in complete_lines(path) if x["phase"] == "start"]
+
+
 def read_invocations(path: Path) -> list[Invocation]:
     """Invocations in start order; ``ended`` is None for one that never finished."""
     starts: dict[str, dict[str, Any]] = {}
