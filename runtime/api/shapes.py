@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.config.loader import function_qualifier_of
 from runtime.config.resolved import Mapping, partition_of
 from runtime.config.sources import SourceKind
 
@@ -58,7 +59,8 @@ def configuration(m: Mapping, status: Status) -> dict[str, Any]:
         out["EventSourceArn"] = m.source.arn
     if raw.filter_criteria is not None and raw.filter_criteria.filters:
         out["FilterCriteria"] = _dump(raw.filter_criteria)
-    out["FunctionArn"] = m.function.arn
+    qualifier = function_qualifier_of(raw.function_name)
+    out["FunctionArn"] = f"{m.function.arn}:{qualifier}" if qualifier else m.function.arn
     out["LastModified"] = status.last_modified
     if streams or kafka:
         out["LastProcessingResult"] = status.last_processing_result

@@ -181,6 +181,12 @@ def function_name_of(reference: str) -> str | None:
     return m["name"] if m else None
 
 
+def function_qualifier_of(reference: str) -> str | None:
+    """The version or alias in a FunctionName reference (``$LATEST``, ``1``, ``live``), if any."""
+    m = _FUNCTION_NAME.match(reference)
+    return m["qualifier"] if m else None
+
+
 def load_config(
     path: str | Path,
     settings: Settings | None = None,
@@ -189,13 +195,17 @@ def load_config(
 ) -> RuntimeConfig:
     settings = settings or Settings()
     path = str(path)
+    return build_config(read_document(path), path, settings, import_handlers=import_handlers)
+
+
+def read_document(path: str) -> Any:
+    """The configuration file as parsed YAML (not validated yet)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(path, [f"cannot read file: {exc.strerror}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(path, [f"invalid YAML: {exc}"]) from exc
-    return build_config(raw, path, settings, import_handlers=import_handlers)
 
 
 def build_config(

@@ -61,6 +61,40 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
 
+    # The mapping API (Lambda's event source mapping operations), off unless credentials
+    # are configured.
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(
+        default=9001, ge=0, le=65535, description="Port of the mapping API (its own)."
+    )
+    api_credentials: dict[str, str] = Field(
+        default_factory=dict,
+        description="Access keys accepted by the mapping API: a JSON object of access key id "
+        "to secret access key. Setting any key (here or in ESM_API_CREDENTIALS_FILE) turns the "
+        "API on.",
+    )
+    api_credentials_file: str | None = Field(
+        default=None,
+        description="A file with more API keys, in the same JSON form (a mounted Secret).",
+    )
+    mapping_store: Literal["sqlite", "dynamodb"] | None = Field(
+        default=None,
+        description="Where mappings created through the API live. Unset: as ESM_LEASE_STORE "
+        "(the SQLite file mappings.sqlite3 in ESM_DATA_DIR, or a DynamoDB table).",
+    )
+    mapping_table: str = Field(
+        default="esm-runtime-mappings",
+        pattern=r"^[a-zA-Z0-9_.-]{3,255}$",
+        description="DynamoDB table of API-created mappings (created if missing).",
+    )
+    mapping_sync_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often each pod reads the mapping store to converge on its mappings "
+        "(changes made through a pod's own API apply at once).",
+    )
+
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

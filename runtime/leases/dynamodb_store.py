@@ -9,14 +9,11 @@ it is missing. The table name is ``ESM_LEASE_TABLE``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from runtime.leases.store import Lease, LeaseStoreError, Position
-from runtime.sources.aws import AwsClients, error_code
-
-_CREATE_WAIT_SECONDS = 60.0
+from runtime.sources.aws import AwsClients, ensure_table, error_code
 
 
 def _lease(item: dict[str, Any]) -> Lease:
@@ -48,40 +45,12 @@ class DynamoDbLeaseStore:
         return {"mapping": {"S": self._mapping}, "shard": {"S": shard}}
 
     async def open(self) -> None:
-        ddb = await self._ddb()
         try:
-            desc = await ddb.describe_table(TableName=self.table)
-            status = desc["Table"]["TableStatus"]
+            await ensure_table(
+                await self._ddb(), self.table, [("mapping", "HASH"), ("shard", "RANGE")]
+            )
         except Exception as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise LeaseStoreError(f"lease table {self.table}: {exc}") from exc
-            try:
-                await ddb.create_table(
-                    TableName=self.table,
-                    AttributeDefinitions=[
-                        {"AttributeName": "mapping", "AttributeType": "S"},
-                        {"AttributeName": "shard", "AttributeType": "S"},
-                    ],
-                    KeySchema=[
-                        {"AttributeName": "mapping", "KeyType": "HASH"},
-                        {"AttributeName": "shard", "KeyType": "RANGE"},
-                    ],
-                    BillingMode="PAY_PER_REQUEST",
-                )
-            except Exception as create_exc:
-                if error_code(create_exc) != "ResourceInUseException":  # another pod's
-                    raise LeaseStoreError(
-                        f"cannot create lease table {self.table}: {create_exc}"
-                    ) from create_exc
-            status = "CREATING"
-        waited = 0.0
-        while status != "ACTIVE":
-            if waited > _CREATE_WAIT_SECONDS:
-                raise LeaseStoreError(f"lease table {self.table} is not ACTIVE ({status})")
-            await asyncio.sleep(0.5)
-            waited += 0.5
-            desc = await ddb.describe_table(TableName=self.table)
-            status = desc["Table"]["TableStatus"]
+            raise LeaseStoreError(f"lease table {self.table}: {exc}") from exc
 
     async def ensure(self, shards: list[tuple[str, tuple[str, ...]]]) -> None:
         ddb = await self._ddb()

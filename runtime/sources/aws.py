@@ -7,6 +7,7 @@ deletes, which the default of 10 would serialise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from typing import Any
@@ -70,3 +71,39 @@ def error_code(exc: BaseException) -> str | None:
         code = response.get("Error", {}).get("Code")
         return str(code) if code else None
     return None
+
+
+_TABLE_WAIT_SECONDS = 60.0
+
+
+async def ensure_table(ddb: Any, table: str, keys: list[tuple[str, str]]) -> None:
+    """Create a DynamoDB table (on-demand capacity) unless it exists, and wait until ACTIVE.
+
+    ``keys`` are (attribute, HASH|RANGE) string keys. Several pods may race to create it: the
+    loser's ResourceInUseException just means the table is on its way. Raises the AWS error
+    (or TimeoutError when the table does not become ACTIVE in time)."""
+    try:
+        desc = await ddb.describe_table(TableName=table)
+        status = desc["Table"]["TableStatus"]
+    except Exception as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        try:
+            await ddb.create_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a, _ in keys],
+                KeySchema=[{"AttributeName": a, "KeyType": k} for a, k in keys],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except Exception as create_exc:
+            if error_code(create_exc) != "ResourceInUseException":  # another pod's
+                raise
+        status = "CREATING"
+    waited = 0.0
+    while status != "ACTIVE":
+        if waited > _TABLE_WAIT_SECONDS:
+            raise TimeoutError(f"table {table} is not ACTIVE after {waited:.0f} s ({status})")
+        await asyncio.sleep(0.5)
+        waited += 0.5
+        desc = await ddb.describe_table(TableName=table)
+        status = desc["Table"]["TableStatus"]

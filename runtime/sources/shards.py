@@ -396,10 +396,13 @@ class ShardSource:
                 # A new iterator before the first record: from where the first one began
                 # (Kinesis), not from a later tip that would skip what arrived meanwhile.
                 start, at = StartingPosition.AT_TIMESTAMP, st.started_at
+            # Taken before the call: records that arrive while LATEST is being resolved
+            # are then still covered when a later iterator starts AT_TIMESTAMP from here.
+            asked_at = time.time()
             try:
                 got = await self._api.iterator(st.shard, position, start, at)
                 if st.started_at is None:
-                    st.started_at = time.time()
+                    st.started_at = asked_at
                 return got
             except Exception as exc:
                 if error_code(exc) == "ResourceNotFoundException" and await self._shard_gone(st):

@@ -25,16 +25,25 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import structlog
+import yaml
+from aiohttp import web
 from prometheus_client.multiprocess import mark_process_dead
 
+from runtime.api.catalog import Catalog
+from runtime.api.store import MappingStore, MappingStoreError
 from runtime.config.resolved import Mapping, RuntimeConfig
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
@@ -42,6 +51,7 @@ from runtime.metrics import WORKER_RESTARTS, WORKER_SHARE, WORKERS_ALIVE, Mappin
 from runtime.sources.aws import AwsClients
 from runtime.sources.base import SourceError
 from runtime.supervisor.http import build_app, start_http
+from runtime.supervisor.mapping_sync import MappingSync, api_credentials, open_store
 from runtime.supervisor.plan import WorkerPlan, plan_workers
 from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED
 
@@ -50,9 +60,13 @@ log = structlog.get_logger("runtime.supervisor")
 _HEALTHY_RUN_SECONDS = 60.0
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerSlot:
     plan: WorkerPlan
+    config: RuntimeConfig  # the mappings this worker was started with
+    config_path: str  # the file it loads them from
+    initial: bool = True  # started with the pod (not by a mapping change)
+    retired: bool = False  # its function's mappings changed: it ends and is not restarted
     process: asyncio.subprocess.Process | None = None
     ready: bool = False
     ever_ready: bool = False
@@ -65,6 +79,33 @@ class WorkerSlot:
 
 # How long freeing a dead worker's shard leases may take before its restart goes on without.
 _FREE_LEASES_SECONDS = 10.0
+# How long a mapping change waits for the new workers to be ready before settling its state.
+_APPLY_READY_SECONDS = 30.0
+# A source check made for the mapping API (create, update) answers within this.
+_API_CHECK_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class _Api:
+    """The mapping API of a pod: its HTTP app, the sync loop, the store and its clients."""
+
+    app: web.Application
+    sync: MappingSync
+    store: MappingStore
+    clients: AwsClients
+
+
+def _fingerprint(config: RuntimeConfig, plans: list[WorkerPlan], function: str) -> str:
+    """What a function's workers run: its enabled mappings as written, and its plans."""
+    mappings = sorted(
+        (m.uuid, m.raw.model_dump_json(by_alias=True, exclude_none=True))
+        for m in config.mappings
+        if m.enabled and m.function.name == function
+    )
+    own = sorted(
+        dataclasses.replace(p, lease_owner="").to_json() for p in plans if p.function == function
+    )
+    return json.dumps([mappings, own])
 
 
 def _restart_reason(code: int) -> str:
@@ -98,39 +139,74 @@ async def check_source(m: Mapping, clients: AwsClients, settings: Settings) -> N
         await shard_api(m, clients, settings)[0].check()
 
 
-async def check_sources(config: RuntimeConfig, settings: Settings) -> list[str]:
-    """Connect to every enabled mapping's source once; return the problems found."""
-    problems: list[str] = []
+async def check_sources(
+    config: RuntimeConfig, settings: Settings, only: frozenset[str] | None = None
+) -> dict[str, str]:
+    """Connect to every enabled mapping's source once (or those in ``only``); return the
+    problems found, by mapping UUID."""
+    problems: dict[str, str] = {}
     clients = AwsClients(settings, max_pool_connections=8)
     try:
         for m in config.mappings:
-            if not m.enabled:
+            if not m.enabled or (only is not None and m.uuid not in only):
                 continue
             try:
                 await check_source(m, clients, settings)
             except SourceError as exc:
-                problems.append(f"eventSourceMappings[{m.index}]: {exc}")
+                problems[m.uuid] = str(exc)
     finally:
         await clients.close()
     return problems
 
 
+def source_checker(settings: Settings) -> Callable[[Mapping], Awaitable[str | None]]:
+    """A check of one mapping's source for the mapping API (None: it works)."""
+
+    async def check(m: Mapping) -> str | None:
+        clients = AwsClients(settings, max_pool_connections=4)
+        try:
+            await asyncio.wait_for(check_source(m, clients, settings), _API_CHECK_SECONDS)
+        except SourceError as exc:
+            return str(exc)
+        except TimeoutError:
+            return f"the event source did not answer within {_API_CHECK_SECONDS:g} s"
+        finally:
+            await clients.close()
+        return None
+
+    return check
+
+
 class Supervisor:
-    def __init__(self, config_path: str, config: RuntimeConfig, settings: Settings) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        config: RuntimeConfig,
+        settings: Settings,
+        document: Any = None,
+    ) -> None:
         self.config_path = config_path
         self.config = config
         self.settings = settings
-        self.slots = [WorkerSlot(p) for p in plan_workers(config, settings)]
+        self._document = document  # the file as parsed (for merging API-created mappings)
+        self._worker_config_path = config_path
+        self.slots: list[WorkerSlot] = []
+        self._monitors: dict[WorkerSlot, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._draining = False
         self._startup_problems: list[str] = []
         self.http_port = settings.http_port
+        self.api_port: int | None = None
+        self._apply_lock = asyncio.Lock()
+        self._documents_dir: str | None = None
+        self._documents = 0
 
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
             return False, "draining"
-        ready = sum(1 for s in self.slots if s.ready)
-        return ready == len(self.slots), f"{ready}/{len(self.slots)} workers ready"
+        live = [s for s in self.slots if not s.retired]
+        ready = sum(1 for s in live if s.ready)
+        return ready == len(live), f"{ready}/{len(live)} workers ready"
 
     def request_stop(self, reason: str) -> None:
         if not self._stopping.is_set():
@@ -142,26 +218,204 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
 
+        try:
+            credentials = api_credentials(self.settings)
+        except ValueError as exc:
+            return self._refuse("settings", [str(exc)])
+        api: _Api | None = None
+        if credentials:
+            opened = await self._open_api(credentials)
+            if isinstance(opened, int):
+                return opened
+            api = opened
+        declared = api.sync.catalog.declared if api is not None else frozenset()
         problems = await check_sources(self.config, self.settings)
-        if problems:
-            return self._refuse("event source", problems)
+        fatal = [
+            f"eventSourceMappings[{m.index}]: {problems[m.uuid]}"
+            for m in self.config.mappings
+            if m.uuid in problems and (api is None or m.uuid in declared)
+        ]
+        if fatal:
+            await self._close_api(api)
+            return self._refuse("event source", fatal)
+        if api is not None:
+            stored_problems = {
+                u: p for u, p in problems.items() if u not in api.sync.catalog.declared
+            }
+            if stored_problems:
+                self.config = api.sync.exclude(stored_problems).config
+            self._worker_config_path = self._write_document(api.sync.catalog)
 
         runner, self.http_port = await start_http(
             build_app(self.readiness), self.settings.http_host, self.settings.http_port
         )
+        for plan in plan_workers(self.config, self.settings):
+            self._start(WorkerSlot(plan, self.config, self._worker_config_path))
         self._announce_plan()
-        monitors = [asyncio.create_task(self._keep_alive(s)) for s in self.slots]
+        sync_task = None
+        api_runner = None
+        if api is not None:
+            api_runner, self.api_port = await start_http(
+                api.app, self.settings.api_host, self.settings.api_port
+            )
+            log.info("mapping API listening", port=self.api_port, keys=len(credentials))
+            sync_task = asyncio.create_task(api.sync.run(self.apply, self._stopping))
         await self._stopping.wait()
         self._draining = True
-        await self._drain_workers()
+        if sync_task is not None:
+            sync_task.cancel()
+            await asyncio.gather(sync_task, return_exceptions=True)
+        async with self._apply_lock:  # not while a mapping change is half applied
+            await self._drain_workers()
+        monitors = list(self._monitors.values())
         for t in monitors:
             t.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
         await runner.cleanup()
+        if api_runner is not None:
+            await api_runner.cleanup()
+        await self._close_api(api)
+        if self._documents_dir is not None:
+            shutil.rmtree(self._documents_dir, ignore_errors=True)
         if self._startup_problems:
             return self._refuse("configuration", self._startup_problems)
         log.info("runtime stopped")
         return 0
+
+    # ------------------------------------------------------------------ the mapping API
+
+    async def _open_api(self, credentials: dict[str, str]) -> _Api | int:
+        """The API's store and sync, with the stored mappings merged into the configuration."""
+        from runtime.api.server import build_api
+        from runtime.api.service import MappingService
+
+        clients = AwsClients(self.settings, max_pool_connections=8)
+        store = open_store(self.settings, clients)
+        check = source_checker(self.settings)
+        sync = MappingSync(
+            document=self._document,
+            path=self.config_path,
+            settings=self.settings,
+            store=store,
+            catalog=Catalog(self.config, {}, frozenset(m.uuid for m in self.config.mappings)),
+            check_source=check,
+        )
+        try:
+            await store.open()
+            catalog = await sync.load()
+        except MappingStoreError as exc:
+            await clients.close()
+            return self._refuse("mapping store", [str(exc)])
+        self.config = catalog.config
+        service = MappingService(
+            document=self._document,
+            path=self.config_path,
+            settings=self.settings,
+            store=store,
+            catalog=sync.current,
+            changed=sync.wake,
+            check_source=check,
+            declared_since=time.time(),
+        )
+        for mapping_uuid, problem in catalog.problems.items():
+            log.error("stored mapping not run", mapping=mapping_uuid, problem=problem)
+        return _Api(build_api(service, credentials), sync, store, clients)
+
+    async def _close_api(self, api: _Api | None) -> None:
+        if api is None:
+            return
+        with contextlib.suppress(Exception):
+            await api.store.close()
+        with contextlib.suppress(Exception):
+            await api.clients.close()
+
+    def _write_document(self, catalog: Catalog) -> str:
+        """The file the workers load: the configuration file itself while no stored mapping
+        runs, else the merged document (in a private temporary directory)."""
+        if len(catalog.document.get("eventSourceMappings", [])) == len(catalog.declared):
+            return self.config_path
+        if self._documents_dir is None:
+            self._documents_dir = tempfile.mkdtemp(prefix="esm-mappings-")
+        self._documents += 1
+        path = os.path.join(self._documents_dir, f"mappings-{self._documents}.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(catalog.document, f, sort_keys=False)
+        return path
+
+    async def apply(self, catalog: Catalog) -> None:
+        """Run ``catalog``'s mappings: the workers of every function whose mappings (or plan)
+        changed drain and are replaced; other functions' workers are not touched."""
+        async with self._apply_lock:
+            if self._stopping.is_set():
+                return
+            path = self._write_document(catalog)
+            new = catalog.config
+            plans = plan_workers(new, self.settings)
+            functions = {s.plan.function for s in self.slots} | {p.function for p in plans}
+            changed = {
+                f
+                for f in functions
+                if _fingerprint(self.config, [s.plan for s in self.slots], f)
+                != _fingerprint(new, plans, f)
+            }
+            retiring = [s for s in self.slots if s.plan.function in changed]
+            if retiring:
+                log.info(
+                    "replacing workers for changed mappings",
+                    functions=sorted(changed),
+                    workers=len(retiring),
+                )
+                await self._retire(retiring)
+            self.config, self._worker_config_path = new, path
+            self.slots = [s for s in self.slots if s not in retiring]
+            fresh = [
+                WorkerSlot(p, new, path, initial=False) for p in plans if p.function in changed
+            ]
+            for slot in fresh:
+                self._start(slot)
+            self._announce(fresh)
+            self._forget_documents()
+            deadline = time.monotonic() + _APPLY_READY_SECONDS
+            while any(not s.ready for s in fresh) and time.monotonic() < deadline:
+                if self._stopping.is_set():
+                    return
+                await asyncio.sleep(0.1)
+
+    async def _retire(self, slots: list[WorkerSlot]) -> None:
+        """Drain and end these workers for good (their batches finish and checkpoint)."""
+        for s in slots:
+            s.retired = True
+            s.ready = False
+            for mapping_uuid in s.plan.shares:
+                WORKER_SHARE.labels(s.plan.function, mapping_uuid, str(s.plan.index)).set(0)
+            if s.process is not None and s.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    s.process.send_signal(signal.SIGTERM)
+            else:
+                self._monitors[s].cancel()  # waiting to restart: nothing runs
+        tasks = [self._monitors.pop(s) for s in slots]
+        grace = self.settings.drain_timeout_seconds + 10
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if pending:
+            for s in slots:
+                if s.process is not None and s.process.returncode is None:
+                    log.error("worker did not drain in time; killing it", pid=s.process.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        s.process.kill()
+            await asyncio.wait(pending)
+
+    def _forget_documents(self) -> None:
+        if self._documents_dir is None:
+            return
+        used = {s.config_path for s in self.slots} | {self._worker_config_path}
+        for f in Path(self._documents_dir).glob("mappings-*.yaml"):
+            if str(f) not in used:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+
+    def _start(self, slot: WorkerSlot) -> None:
+        self.slots.append(slot)
+        self._monitors[slot] = asyncio.create_task(self._keep_alive(slot))
 
     def _refuse(self, kind: str, problems: list[str]) -> int:
         for p in problems:
@@ -181,12 +435,15 @@ class Supervisor:
             mappings=len(self.config.mappings),
             metrics=f"http://{self._display_host()}:{self.http_port}/metrics",
         )
+        self._announce(self.slots)
+
+    def _announce(self, slots: list[WorkerSlot]) -> None:
         # Restart counters exist (at 0) from the start, for dashboards and alerts.
-        for function in functions:
+        for function in sorted({s.plan.function for s in slots}):
             for reason in ("recycle", "crash", "stalled", "source_error"):
                 WORKER_RESTARTS.labels(function, reason).inc(0)
-        by_uuid = {m.uuid: m for m in self.config.mappings}
-        for slot in self.slots:
+        for slot in slots:
+            by_uuid = {m.uuid: m for m in slot.config.mappings}
             plan = slot.plan
             held = {}
             for mapping_uuid, share in plan.shares.items():
@@ -208,11 +465,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ workers
 
-    def _worker_env(self, plan: WorkerPlan, control_fd: int) -> dict[str, str]:
+    def _worker_env(self, slot: WorkerSlot, control_fd: int) -> dict[str, str]:
         """The runtime's environment plus the function's own variables (which may not name
         anything the runtime reads: the loader refuses reserved names)."""
         env = dict(os.environ)
-        env.update(self.config.functions[plan.function].environment)
+        env.update(slot.config.functions[slot.plan.function].environment)
         env["ESM_CONTROL_FD"] = str(control_fd)
         return env
 
@@ -229,11 +486,11 @@ class Supervisor:
             "-m",
             "runtime",
             "worker",
-            self.config_path,
+            slot.config_path,
             "--plan",
             slot.plan.to_json(),
             pass_fds=(child.fileno(),),
-            env=self._worker_env(slot.plan, child.fileno()),
+            env=self._worker_env(slot, child.fileno()),
         )
         child.close()
         slot.started_at = time.monotonic()
@@ -261,7 +518,7 @@ class Supervisor:
             writer.close()
 
     async def _keep_alive(self, slot: WorkerSlot) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not slot.retired:
             await self._spawn(slot)
             assert slot.process is not None
             code = await slot.process.wait()
@@ -278,9 +535,9 @@ class Supervisor:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(slot.reader_task), timeout=1.0)
             self._reap(slot)
-            if self._stopping.is_set():
+            if self._stopping.is_set() or slot.retired:
                 return
-            if slot.problems and not slot.ever_ready:
+            if slot.problems and not slot.ever_ready and slot.initial:
                 # A handler that does not import: the pod cannot run this configuration.
                 self._startup_problems.extend(
                     p for p in slot.problems if p not in self._startup_problems
@@ -318,7 +575,7 @@ class Supervisor:
         time. Safe because the process is gone: nothing of it can run on them any more."""
         mappings = [
             m
-            for m in self.config.mappings
+            for m in slot.config.mappings
             if m.enabled
             and m.function.name == slot.plan.function
             and m.source.kind in (SourceKind.KINESIS, SourceKind.DYNAMODB)

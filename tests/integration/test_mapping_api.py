@@ -1,0 +1,471 @@
+"""The mapping API against a running runtime, through the real boto3 client and AWS CLI:
+lifecycle and states, errors with Lambda's types and messages, tags, persistence, and what a
+change does to the records in flight."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.api import SECRET, api_env, aws_cli, lambda_client, raw_request
+from tests.support.aws import Queue, wait_until
+from tests.support.aws import client as aws_client
+from tests.support.config import BEHAVE
+from tests.support.emulator import free_port
+from tests.support.records import read_invocations
+from tests.support.snapshots import mismatches, recorded_api
+from tests.support.streams import create_stream, create_table_with_stream
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT = "000000000000"
+
+
+def functions(record_file: Path, **more: Any) -> dict[str, Any]:
+    return {
+        "fn": {
+            "Handler": BEHAVE,
+            "Timeout": 5,
+            "Environment": {"Variables": {"RECORD_FILE": str(record_file)}},
+        },
+        **more,
+    }
+
+
+def start_api_runtime(
+    runtime_factory: Any, tmp_path: Path, record_file: Path, mappings: list[Any] | None = None,
+    **env: str,
+) -> tuple[Any, Any, int]:  # fmt: skip
+    port = free_port()
+    rt = runtime_factory(
+        {"functions": functions(record_file), "eventSourceMappings": mappings or []},
+        env=api_env(tmp_path / "data", port, **env),
+    ).start()
+    return rt, lambda_client(port), port
+
+
+def wait_state(client: Any, uuid: str, state: str, timeout: float = 30) -> dict[str, Any]:
+    return wait_until(
+        lambda: (got := client.get_event_source_mapping(UUID=uuid))["State"] == state and got,
+        timeout,
+        what=f"mapping {uuid} {state}",
+    )
+
+
+def error_of(call: Any, **kwargs: Any) -> tuple[str, str, int]:
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    e = info.value.response
+    return e["Error"]["Code"], e["Error"]["Message"], e["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_sqs_mapping_lifecycle(sqs, runtime_factory, tmp_path, record_file):
+    q = Queue.create(sqs)
+    rt, client, _ = start_api_runtime(runtime_factory, tmp_path, record_file)
+    assert client.list_event_source_mappings()["EventSourceMappings"] == []
+
+    created = client.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)
+    uuid = created["UUID"]
+    assert created["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert created["State"] == "Creating"
+    assert created["StateTransitionReason"] == "USER_INITIATED"
+    assert created["EventSourceMappingArn"] == (
+        f"arn:aws:lambda:us-east-1:{ACCOUNT}:event-source-mapping:{uuid}"
+    )
+    wait_state(client, uuid, "Enabled")
+    ids = q.send({"n": i} for i in range(20))
+    wait_until(lambda: q.total() == 0, 30, what="queue to empty")
+    seen = {m for inv in read_invocations(record_file) for m in inv.message_ids}
+    assert seen == set(ids)
+
+    updated = client.update_event_source_mapping(UUID=uuid, BatchSize=5)
+    assert updated["State"] == "Updating" and updated["BatchSize"] == 10  # old values
+    got = wait_state(client, uuid, "Enabled")
+    assert got["BatchSize"] == 5
+
+    deleted = client.delete_event_source_mapping(UUID=uuid)
+    assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 202 and deleted["State"] == "Deleting"
+    wait_until(
+        lambda: not client.list_event_source_mappings()["EventSourceMappings"], 30,
+        what="mapping to go",
+    )  # fmt: skip
+    code, message, status = error_of(client.get_event_source_mapping, UUID=uuid)
+    assert (code, message, status) == (
+        "ResourceNotFoundException", "The resource you requested does not exist.", 404,
+    )  # fmt: skip
+    assert rt.stop() == 0
+
+
+# ---------------------------------------------------------------- recorded shapes and errors
+
+
+@pytest.fixture
+def api(runtime_factory, tmp_path, record_file):
+    """A runtime with the API on and no mappings: (runtime, boto3 client, port)."""
+    return start_api_runtime(runtime_factory, tmp_path, record_file)
+
+
+def assert_recorded(got: Any, case: str, key: str) -> None:
+    problems = mismatches(got, recorded_api(case, key), ACCOUNT)
+    assert not problems, f"{case}/{key}:\n" + "\n".join(problems)
+
+
+def client_error(call: Any, **kwargs: Any) -> dict[str, Any]:
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    return info.value.response
+
+
+def test_sqs_create_matches_the_recorded_response(api, sqs):
+    _, client, _ = api
+    q = Queue.create(sqs)
+    got = client.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)
+    assert_recorded(got, "test_function_name_variations", "name_only_create_esm")
+    got = client.create_event_source_mapping(
+        FunctionName="fn:1", EventSourceArn=Queue.create(sqs).arn
+    )
+    assert_recorded(got, "test_function_name_variations", "partial_arn_version_create_esm")
+
+
+def test_stream_lifecycle_matches_the_recorded_responses(api, sqs, aws_endpoint):
+    _, client, _ = api
+    ddb = aws_client("dynamodb", aws_endpoint)
+    _, stream_arn = create_table_with_stream(ddb, "NEW_IMAGE")
+    dest = Queue.create(sqs, "dest")
+    created = client.create_event_source_mapping(
+        FunctionName="fn",
+        EventSourceArn=stream_arn,
+        BatchSize=1,
+        StartingPosition="TRIM_HORIZON",
+        MaximumBatchingWindowInSeconds=1,
+        MaximumRetryAttempts=1,
+        DestinationConfig={"OnFailure": {"Destination": dest.arn}},
+    )
+    case = "test_event_source_mapping_lifecycle"
+    assert_recorded(created, case, "create_response")
+    uuid = created["UUID"]
+    assert_recorded(wait_state(client, uuid, "Enabled"), case, "get_response")
+    assert_recorded(client.delete_event_source_mapping(UUID=uuid), case, "delete_response")
+
+
+def test_errors_match_the_recorded_ones(api, sqs, aws_endpoint):
+    _, client, _ = api
+    missing = "00000000-0000-0000-0000-000000000000"
+    case = "test_event_source_mapping_exceptions"
+    for call, key in (
+        (client.get_event_source_mapping, "get_unknown_uuid"),
+        (client.delete_event_source_mapping, "delete_unknown_uuid"),
+        (client.update_event_source_mapping, "update_unknown_uuid"),
+    ):
+        assert_recorded(client_error(call, UUID=missing), case, key)
+    assert_recorded(
+        client_error(client.create_event_source_mapping, FunctionName="fn"),
+        case, "create_no_event_source_arn",
+    )  # fmt: skip
+    q = Queue.create(sqs)
+    assert_recorded(
+        client_error(client.create_event_source_mapping, FunctionName="no-such-function",
+                     EventSourceArn=q.arn),
+        case, "create_unknown_params",
+    )  # fmt: skip
+    assert_recorded(
+        client_error(client.create_event_source_mapping, FunctionName="fn", EventSourceArn=q.arn,
+                     DestinationConfig={"OnFailure": {"Destination": q.arn}}),
+        case, "destination_config_failure",
+    )  # fmt: skip
+
+    kinesis = aws_client("kinesis", aws_endpoint)
+    stream = create_stream(kinesis, 1)
+    case = "test_create_event_source_validation_kinesis"
+    assert_recorded(
+        client_error(client.create_event_source_mapping, FunctionName="fn", EventSourceArn=stream),
+        case, "no_starting_position",
+    )  # fmt: skip
+    assert_recorded(
+        client_error(client.create_event_source_mapping, FunctionName="fn", EventSourceArn=stream,
+                     StartingPosition="invalid"),
+        case, "invalid_starting_position",
+    )  # fmt: skip
+    ddb = aws_client("dynamodb", aws_endpoint)
+    _, table_stream = create_table_with_stream(ddb)
+    assert_recorded(
+        client_error(client.create_event_source_mapping, FunctionName="fn",
+                     EventSourceArn=table_stream, StartingPosition="AT_TIMESTAMP",
+                     StartingPositionTimestamp=time.time() - 60),
+        "test_create_event_source_validation", "incompatible_starting_position",
+    )  # fmt: skip
+    # None of these left anything behind.
+    assert client.list_event_source_mappings()["EventSourceMappings"] == []
+
+
+def test_self_managed_kafka_defaults_and_duplicates_match_the_recorded_ones(api):
+    _, client, _ = api
+    secret = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:kafka-login"
+
+    def create(servers: list[str], **extra: Any) -> Any:
+        return client.create_event_source_mapping(
+            FunctionName="fn",
+            Topics=extra.pop("Topics", ["topic"]),
+            SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": servers}},
+            SourceAccessConfigurations=[{"Type": "BASIC_AUTH", "URI": secret}],
+            Enabled=False,  # no such brokers: the shapes are the point here
+            **extra,
+        )
+
+    case = "test_create_event_source_self_managed"
+    default = create(["kafka:1000"])
+    assert_recorded(default, case, "event-source-mapping-default")
+    assert default["SelfManagedKafkaEventSourceConfig"]["ConsumerGroupId"] == default["UUID"]
+    values = create(
+        ["kafka:1000"], Topics=["topic_2"], BatchSize=1, StartingPosition="LATEST",
+        SelfManagedKafkaEventSourceConfig={"ConsumerGroupId": "random_id"},
+    )  # fmt: skip
+    assert_recorded(values, case, "event-source-mapping-values")
+    assert values["SelfManagedKafkaEventSourceConfig"]["ConsumerGroupId"] == "random_id"
+    dup = client_error(create, servers=["kafka:1000"])
+    assert_recorded(dup, case, "duplicate-source")
+    assert default["UUID"] in dup["Error"]["Message"]
+    create(["kafka:1000", "kafka:2000"])
+    assert_recorded(client_error(create, servers=["kafka:1000", "kafka:2000"]), case,
+                    "multiple-duplicate-source")  # fmt: skip
+
+
+def test_tags_match_the_recorded_lifecycle_and_errors(api, sqs):
+    _, client, _ = api
+    q = Queue.create(sqs)
+    created = client.create_event_source_mapping(
+        FunctionName="fn", EventSourceArn=q.arn, Tags={"testtag": "on-create"}
+    )
+    arn = created["EventSourceMappingArn"]
+    assert client.list_tags(Resource=arn)["Tags"] == {"testtag": "on-create"}
+    client.untag_resource(Resource=arn, TagKeys=["testtag"])
+    case = "test_tag_lifecycle[event_source_mapping]"
+    steps = [
+        ("tag_single", client.tag_resource, {"Tags": {"A": "tag-a"}}),
+        ("tag_multiple", client.tag_resource, {"Tags": {"B": "tag-b", "C": "tag-c"}}),
+        ("tag_overlap", client.tag_resource, {"Tags": {"C": "tag-c-newsuffix", "D": "tag-d"}}),
+        ("untag_single", client.untag_resource, {"TagKeys": ["A"]}),
+        ("untag_multiple", client.untag_resource, {"TagKeys": ["B", "C"]}),
+        ("untag_nonexisting", client.untag_resource, {"TagKeys": ["F"]}),
+        ("untag_existing_and_nonexisting", client.untag_resource, {"TagKeys": ["D", "F"]}),
+    ]
+    for name, call, kwargs in steps:
+        answer = call(Resource=arn, **kwargs)
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 204, name
+        assert_recorded(client.list_tags(Resource=arn), case, f"{name}_response_listtags")
+
+    case = "test_tag_exceptions[event_source_mapping]"
+    gone = arn.rsplit(":", 1)[0] + ":11111111-2222-3333-4444-555555555555"
+    assert_recorded(client_error(client.tag_resource, Resource=gone, Tags={"A": "a"}), case,
+                    "not_found_exception_tag")  # fmt: skip
+    assert_recorded(client_error(client.untag_resource, Resource=gone, TagKeys=["A"]), case,
+                    "not_found_exception_untag")  # fmt: skip
+    assert_recorded(client_error(client.list_tags, Resource=gone), case, "not_found_exception_list")
+    assert_recorded(client_error(client.list_tags, Resource=arn + ":alias"), case,
+                    "aliased_arn_exception")  # fmt: skip
+    bad = arn.replace("event-source-mapping", "foobar")
+    assert_recorded(client_error(client.list_tags, Resource=bad), case, "invalid_arn_exception")
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def test_unsigned_wrongly_signed_and_expired_requests_are_refused(api, sqs):
+    rt, client, port = api
+    q = Queue.create(sqs)
+    body = json.dumps({"FunctionName": "fn", "EventSourceArn": q.arn}).encode()
+    path = "/2015-03-31/event-source-mappings"
+    cases = {
+        "missing header": raw_request(port, "POST", path, body, sign=False),
+        "wrong secret": raw_request(port, "POST", path, body, secret="not-the-secret"),
+        "expired date": raw_request(port, "POST", path, body, amz_date="20261204T000000Z"),
+    }
+    for name, (status, headers, answer) in cases.items():
+        assert status == 403, (name, status, answer)
+        assert headers.get("x-amzn-ErrorType"), name
+        assert "message" in answer, name
+    assert "Signature expired" in cases["expired date"][2]["message"]
+    assert cases["wrong secret"][2]["message"].startswith("The request signature we calculated")
+    # boto3 with an unknown key: the same refusal, as a ClientError.
+    stranger = lambda_client(port, key="AKIAUNKNOWNKEY000000")
+    err = client_error(stranger.list_event_source_mappings)
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 403
+    # Nothing was created, and the refusals are logged without the secret.
+    assert client.list_event_source_mappings()["EventSourceMappings"] == []
+    status, _, _ = raw_request(port, "POST", path, body, amz_date=time.strftime(
+        "%Y%m%dT%H%M%SZ", time.gmtime()))  # fmt: skip
+    assert status == 202  # the same request, correctly signed now, is accepted
+    logs = rt.logs()
+    assert logs.count("mapping API request refused") >= 4
+    assert SECRET not in logs and "not-the-secret" not in logs
+
+
+# ---------------------------------------------------------------- the AWS CLI
+
+
+def test_the_aws_cli_manages_mappings(api, sqs):
+    _, client, port = api
+    q = Queue.create(sqs)
+    created = aws_cli(port, "create-event-source-mapping", "--function-name", "fn",
+                      "--event-source-arn", q.arn, "--batch-size", "5")  # fmt: skip
+    uuid = created["UUID"]
+    assert created["State"] == "Creating" and created["BatchSize"] == 5
+    wait_state(client, uuid, "Enabled")
+    listed = aws_cli(port, "list-event-source-mappings", "--function-name", "fn")
+    assert [m["UUID"] for m in listed["EventSourceMappings"]] == [uuid]
+    assert aws_cli(port, "get-event-source-mapping", "--uuid", uuid)["State"] == "Enabled"
+    disabled = aws_cli(port, "update-event-source-mapping", "--uuid", uuid, "--no-enabled")
+    assert disabled["State"] == "Disabling"
+    wait_state(client, uuid, "Disabled")
+    aws_cli(port, "tag-resource", "--resource", created["EventSourceMappingArn"], "--tags",
+            "team=orders")  # fmt: skip
+    assert aws_cli(port, "list-tags", "--resource", created["EventSourceMappingArn"])["Tags"] == {
+        "team": "orders"
+    }
+    assert aws_cli(port, "delete-event-source-mapping", "--uuid", uuid)["State"] == "Deleting"
+    wait_until(lambda: not client.list_event_source_mappings()["EventSourceMappings"], 30)
+    failed = aws_cli(port, "get-event-source-mapping", "--uuid", uuid, check=False)
+    assert failed.returncode != 0 and "ResourceNotFoundException" in failed.stderr
+
+
+# ---------------------------------------------------------------- the file and the store
+
+
+def test_mappings_survive_a_restart_and_the_file_wins(runtime_factory, sqs, tmp_path, record_file):
+    declared_q, stored_q = Queue.create(sqs), Queue.create(sqs)
+    declared = {"FunctionName": "fn", "EventSourceArn": declared_q.arn}
+    rt, client, port = start_api_runtime(runtime_factory, tmp_path, record_file, [declared])
+    [shown] = client.list_event_source_mappings()["EventSourceMappings"]
+    assert shown["State"] == "Enabled" and shown["EventSourceArn"] == declared_q.arn
+    err = client_error(client.update_event_source_mapping, UUID=shown["UUID"], BatchSize=3)
+    assert err["Error"]["Code"] == "ResourceConflictException"
+    assert "declared in the configuration file" in err["Error"]["Message"]
+    assert client_error(client.delete_event_source_mapping, UUID=shown["UUID"])["Error"][
+        "Code"] == "ResourceConflictException"  # fmt: skip
+    dup = client_error(client.create_event_source_mapping, FunctionName="fn",
+                       EventSourceArn=declared_q.arn)  # fmt: skip
+    assert dup["Error"]["Code"] == "ResourceConflictException"
+    assert shown["UUID"] in dup["Error"]["Message"]
+
+    uuid = client.create_event_source_mapping(FunctionName="fn", EventSourceArn=stored_q.arn,
+                                              BatchSize=7)["UUID"]  # fmt: skip
+    wait_state(client, uuid, "Enabled")
+    assert rt.stop() == 0
+
+    # Restarted with the same data directory: the stored mapping is back and runs.
+    rt2 = runtime_factory(
+        {"functions": functions(record_file), "eventSourceMappings": [declared]},
+        env=api_env(tmp_path / "data", port),
+    ).start()
+    got = client.get_event_source_mapping(UUID=uuid)
+    assert got["State"] == "Enabled" and got["BatchSize"] == 7
+    [sid] = stored_q.send([{"n": 1}])
+    wait_until(lambda: any(sid in i.message_ids for i in read_invocations(record_file)), 30,
+               what="the stored mapping to run after the restart")  # fmt: skip
+    assert rt2.stop() == 0
+
+    # The file now declares the stored mapping's source and function itself: the file wins,
+    # the stored one is shown Disabled with the reason, and nothing was deleted.
+    rt3 = runtime_factory(
+        {"functions": functions(record_file),
+         "eventSourceMappings": [declared, {"FunctionName": "fn", "EventSourceArn": stored_q.arn}]},
+        env=api_env(tmp_path / "data", port),
+    ).start()  # fmt: skip
+    got = client.get_event_source_mapping(UUID=uuid)
+    assert got["State"] == "Disabled"
+    assert got["LastProcessingResult"].startswith("PROBLEM: ")
+    assert "already exists" in got["LastProcessingResult"]
+    assert len(client.list_event_source_mappings()["EventSourceMappings"]) == 3
+    assert rt3.stop() == 0
+
+
+# ---------------------------------------------------------------- changes under load
+
+
+def test_disable_under_load_stops_soon_loses_nothing_and_enable_resumes(api, sqs, record_file):
+    _, client, _ = api
+    q = Queue.create(sqs)
+    ids = q.send({"n": i, "sleep": 0.3} for i in range(300))
+    uuid = client.create_event_source_mapping(
+        FunctionName="fn", EventSourceArn=q.arn, ScalingConfig={"MaximumConcurrency": 2}
+    )["UUID"]
+    wait_until(lambda: len(read_invocations(record_file)) >= 6, 30, what="some batches")
+    asked = time.time()
+    assert client.update_event_source_mapping(UUID=uuid, Enabled=False)["State"] == "Disabling"
+    wait_state(client, uuid, "Disabled")
+    settled = time.time()
+    time.sleep(2)
+    invocations = read_invocations(record_file)
+    last_start = max(i.started for i in invocations)
+    assert last_start < settled, "an invocation started after the mapping was Disabled"
+    assert settled - asked < 10, f"disabling took {settled - asked:.1f} s"
+    assert all(i.outcome == "returned" for i in invocations), "a batch was cut short"
+    done = {m for i in invocations for m in i.message_ids}
+    assert len(done) < len(ids), "everything was processed before the mapping was disabled"
+    wait_until(lambda: q.total() == len(ids) - len(done), 30, what="the rest to stay queued")
+
+    assert client.update_event_source_mapping(UUID=uuid, Enabled=True)["State"] == "Enabling"
+    wait_state(client, uuid, "Enabled")
+    wait_until(lambda: q.total() == 0, 120, what="the queue to empty after enabling")
+    seen = {m for i in read_invocations(record_file) for m in i.message_ids}
+    assert seen == set(ids)
+
+
+def test_delete_drains_the_batch_in_flight_first(api, sqs, record_file):
+    _, client, _ = api
+    q = Queue.create(sqs)
+    uuid = client.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)["UUID"]
+    wait_state(client, uuid, "Enabled")
+    [_slow] = q.send([{"sleep": 3}])
+    wait_until(lambda: read_invocations(record_file), 30, what="the batch to start")
+    assert client.delete_event_source_mapping(UUID=uuid)["State"] == "Deleting"
+    assert client.get_event_source_mapping(UUID=uuid)["State"] == "Deleting"
+    wait_until(lambda: not client.list_event_source_mappings()["EventSourceMappings"], 30)
+    gone = time.time()
+    [inv] = read_invocations(record_file)
+    assert inv.outcome == "returned" and inv.ended is not None and inv.ended < gone
+    assert q.total() == 0  # deleted after its success, not returned to the queue
+    q.send([{"n": 2}])
+    time.sleep(2)
+    assert len(read_invocations(record_file)) == 1  # nothing runs the deleted mapping
+
+
+# ---------------------------------------------------------------- several pods
+
+
+def test_pods_sharing_a_dynamodb_store_converge(runtime_factory, sqs, tmp_path, record_file):
+    table = f"esm-mappings-{uuid4().hex[:8]}"
+    store = {"ESM_MAPPING_STORE": "dynamodb", "ESM_MAPPING_TABLE": table}
+    pods = []
+    for name in ("a", "b"):
+        port = free_port()
+        rt = runtime_factory(
+            {"functions": functions(record_file), "eventSourceMappings": []},
+            env=api_env(tmp_path / f"data-{name}", port, ESM_POD_NAME=name, **store),
+        ).start()
+        pods.append((rt, lambda_client(port)))
+    (rt_a, a), (rt_b, b) = pods
+    q = Queue.create(sqs)
+    uuid = a.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)["UUID"]
+    began = time.monotonic()
+    # Pod b sees it and runs it within seconds.
+    wait_until(lambda: rt_b.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) > 0,
+               15, what="pod b to run the new mapping")  # fmt: skip
+    assert b.get_event_source_mapping(UUID=uuid)["State"] in ("Creating", "Enabled")
+    converged = time.monotonic() - began
+    assert converged < 10, converged
+    ids = q.send({"n": i} for i in range(40))
+    wait_until(lambda: q.total() == 0, 30)
+    assert rt_a.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) > 0
+    assert {m for i in read_invocations(record_file) for m in i.message_ids} == set(ids)
+    # A delete through pod b stops pod a too.
+    b.delete_event_source_mapping(UUID=uuid)
+    wait_until(lambda: rt_a.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) == 0,
+               15, what="pod a to stop the deleted mapping")  # fmt: skip
+    wait_until(lambda: not a.list_event_source_mappings()["EventSourceMappings"], 15)
