@@ -97,6 +97,16 @@ def values_schema() -> dict[str, Any]:
                         ),
                     }
                 ),
+                "api": _obj(
+                    {
+                        "enabled": BOOL,
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "credentialsSecret": STRING,
+                        "credentialsKey": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"},
+                        "table": {"type": "string", "pattern": "^[a-zA-Z0-9_.-]{3,255}$"},
+                        "from": ANY_LIST,
+                    }
+                ),
                 "settings": {
                     "type": "object",
                     "propertyNames": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},

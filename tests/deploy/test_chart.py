@@ -105,7 +105,7 @@ def test_the_pod_is_locked_down_and_probes_the_runtime_s_endpoints(values: Path 
     )
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" in routes
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" in routes
-    [port] = container["ports"]
+    port = next(p for p in container["ports"] if p["name"] == "http")
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert port["containerPort"] == int(env["ESM_HTTP_PORT"]) == 8080
     # SIGTERM drains for ESM_DRAIN_TIMEOUT_SECONDS, then the supervisor waits 10 s more.
@@ -171,6 +171,15 @@ def test_value_sets_render_what_they_ask_for() -> None:
     }
     deployment = kind(everything, "Deployment")
     assert deployment["spec"]["strategy"]["type"] == "Recreate"  # one pod on the SQLite volume
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "api", "containerPort": 9001, "protocol": "TCP"} in container["ports"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ESM_API_PORT"] == "9001"
+    assert env["ESM_API_CREDENTIALS_FILE"] == "/etc/esm-api/credentials.json"
+    service_ports = {p["name"] for p in kind(everything, "Service")["spec"]["ports"]}
+    assert service_ports == {"http", "api"}
+    policy = kind(everything, "NetworkPolicy")["spec"]["ingress"]
+    assert any(r["ports"][0]["port"] == "api" for r in policy)
     assert "replicas" not in deployment["spec"]  # KEDA owns the count
     keda = kind(everything, "ScaledObject")["spec"]["triggers"][0]["metadata"]
     assert keda["ignoreNullValues"] == "false"
@@ -299,6 +308,9 @@ def test_network_policy_egress_and_the_test_pod() -> None:
     ("args", "message"),
     [
         (["--set", "settings.HTTP_PORT=9000"], "settings.HTTP_PORT: set by the chart"),
+        (["--set", "api.enabled=true"], "api.enabled needs api.credentialsSecret"),
+        (["--set", "api.enabled=true", "--set", "api.credentialsSecret=k", "--set",
+          "replicaCount=2"], "api.enabled with several replicas needs leases.store: dynamodb"),
         (
             ["--set", "leases.persistence.enabled=true", "--set", "replicaCount=2"],
             "leases.persistence (a ReadWriteOnce volume) is for one pod",

@@ -5,6 +5,7 @@ records flow, and SIGTERM ends the drain well inside terminationGracePeriodSecon
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_chart import kind, render
+from tests.support.api import KEY_ID, SECRET, lambda_client
 from tests.support.aws import CREDENTIALS, Queue, wait_until
 from tests.support.emulator import REPO, free_port
 
@@ -50,6 +52,7 @@ def test_the_rendered_pod_runs_serves_its_probes_and_drains_in_time(
                 "aws": {"region": "us-east-1", "endpointUrl": aws_endpoint},
                 "drainTimeoutSeconds": 5,
                 "workers": 1,
+                "api": {"enabled": True, "credentialsSecret": "esm-api"},
             }
         )
     )
@@ -68,6 +71,9 @@ def test_the_rendered_pod_runs_serves_its_probes_and_drains_in_time(
         if "configMap" in source:
             for name, text in kind(objects, "ConfigMap")["data"].items():
                 (local / name).write_text(text)
+        if source.get("secret", {}).get("secretName") == "esm-api":  # the API's keys
+            for item in source["secret"]["items"]:
+                (local / item["path"]).write_text(json.dumps({KEY_ID: SECRET}))
         paths[mount["mountPath"]] = str(local)
 
     def local(value: str) -> str:
@@ -84,9 +90,12 @@ def test_the_rendered_pod_runs_serves_its_probes_and_drains_in_time(
             env[e["name"]] = local(str(e["value"]))
         elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
             env[e["name"]] = "esm-runtime-7d9f8-abcde"
-    container_port = container["ports"][0]["containerPort"]
-    assert env["ESM_HTTP_PORT"] == str(container_port)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["ESM_HTTP_PORT"] == str(ports["http"])
     env["ESM_HTTP_PORT"] = str(port)
+    assert env["ESM_API_PORT"] == str(ports["api"])
+    api_port = free_port()
+    env["ESM_API_PORT"] = str(api_port)
     env.update(
         AWS_ACCESS_KEY_ID=CREDENTIALS["aws_access_key_id"],
         AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"],
@@ -104,6 +113,9 @@ def test_the_rendered_pod_runs_serves_its_probes_and_drains_in_time(
         wait_until(lambda: status(base + readiness) == 200, 30, what="readiness probe")
         queue.send([{"id": i, "amount": 10 + i} for i in range(40)])
         wait_until(lambda: queue.total() == 0, 30, what="orders processed")
+        # The mapping API answers on its port with the mounted keys.
+        [shown] = lambda_client(api_port).list_event_source_mappings()["EventSourceMappings"]
+        assert shown["EventSourceArn"] == queue.arn and shown["State"] == "Enabled"
         # Files were written only under the mounted paths (the root filesystem is read-only).
         assert any(Path(paths[env_path]).iterdir() for env_path in ["/var/run/esm/metrics"])
         started = time.monotonic()

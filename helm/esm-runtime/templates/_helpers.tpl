@@ -72,8 +72,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "autoscaling.keda with Kinesis or DynamoDB Streams mappings needs leases.store: dynamodb" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.api.enabled (not .Values.api.credentialsSecret) -}}
+{{- fail "api.enabled needs api.credentialsSecret: a Secret with the access keys callers sign with" -}}
+{{- end -}}
+{{- if and .Values.api.enabled (eq .Values.leases.store "sqlite") -}}
+{{- if or (gt (int .Values.replicaCount) 1) (and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.maxReplicas) 1)) (and .Values.autoscaling.keda.enabled (gt (int .Values.autoscaling.keda.maxReplicas) 1)) -}}
+{{- fail "api.enabled with several replicas needs leases.store: dynamodb (each replica would keep its own SQLite mapping store)" -}}
+{{- end -}}
+{{- end -}}
 {{- range $name, $_ := .Values.settings -}}
-{{- if has $name (list "HTTP_HOST" "HTTP_PORT" "DRAIN_TIMEOUT_SECONDS" "WORKERS" "LOG_FORMAT" "POD_NAME" "LEASE_STORE" "LEASE_TABLE" "LEASE_FAILOVER_SECONDS" "DATA_DIR" "AWS_ENDPOINT_URL" "ACCOUNT_ID") -}}
+{{- if has $name (list "HTTP_HOST" "HTTP_PORT" "DRAIN_TIMEOUT_SECONDS" "WORKERS" "LOG_FORMAT" "POD_NAME" "LEASE_STORE" "LEASE_TABLE" "LEASE_FAILOVER_SECONDS" "DATA_DIR" "AWS_ENDPOINT_URL" "ACCOUNT_ID" "API_HOST" "API_PORT" "API_CREDENTIALS" "API_CREDENTIALS_FILE" "MAPPING_TABLE") -}}
 {{- fail (printf "settings.%s: set by the chart; use its own value instead (see the chart README)" $name) -}}
 {{- end -}}
 {{- end -}}
