@@ -1,4 +1,10 @@
-"""Command line: ``python -m runtime validate|run CONFIG`` (also installed as ``esm-runtime``).
+"""Command line: ``esm-runtime`` (or ``python -m runtime``).
+
+- ``validate CONFIG`` and ``run CONFIG``: check a configuration file, run its mappings;
+- ``invoke CONFIG FUNCTION``: run a handler once with a sample, recorded or fetched event and
+  show what the runtime would do with its answer (:mod:`runtime.commands.invoke`);
+- ``mappings ...``: manage a running runtime's mappings through its API
+  (:mod:`runtime.commands.mappings`).
 
 ``worker`` is internal: the supervisor starts workers with it.
 """
@@ -33,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes per function (ESM_WORKERS; default: the cores shared out)",
     )
     r.add_argument("--port", type=int, help="HTTP port for /metrics, /healthz, /readyz")
+    from runtime.commands import invoke, mappings
+
+    invoke.add_parser(sub)
+    mappings.add_parser(sub)
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("config")
     w.add_argument("--plan", required=True, help="the supervisor's plan for this worker (JSON)")
@@ -52,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.port is not None:
             os.environ["ESM_HTTP_PORT"] = str(args.port)
         return _run(args.config)
+    if args.command == "invoke":
+        from runtime.commands import invoke
+
+        return invoke.run(args)
+    if args.command == "mappings":
+        from runtime.commands import mappings
+
+        return mappings.run(args)
     return _worker(args.config, args.plan)
 
 

@@ -144,8 +144,9 @@ class MappingService:
     ) -> tuple[Mapping | None, str | None]:
         """Resolve a stored mapping against the file and the other stored mappings."""
         others = [r for r in records if r.uuid != record.uuid]
-        cat = merge(self._document, [*others, record.replace(state="Enabled")], self._settings,
-                    self._path)  # fmt: skip
+        cat = merge(
+            self._document, [*others, record.replace(state="Enabled")], self._settings, self._path
+        )
         return cat.mapping(record.uuid), cat.problems.get(record.uuid)
 
     async def _records(self) -> list[StoredMapping]:
@@ -258,8 +259,9 @@ class MappingService:
             if changed_enabled
             else "Updating"
         )
-        candidate = record.replace(body=new_body, state=state, last_modified=time.time(),
-                                   reason=None)  # fmt: skip
+        candidate = record.replace(
+            body=new_body, state=state, last_modified=time.time(), reason=None
+        )
         m = self._validate(candidate, records)
         if _source_changed(record.body, new_body) and candidate.enabled:
             await self._check(m)

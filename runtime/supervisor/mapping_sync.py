@@ -128,8 +128,9 @@ class MappingSync:
         usable = [r for r in records if r.uuid not in self._unusable]
         cat = merge(self._document, usable, self._settings, self._path)
         problems = {**cat.problems, **{u: f"source: {p}" for u, p in self._unusable.items()}}
-        return Catalog(cat.config, cat.document, cat.declared, {r.uuid: r for r in records},
-                       problems)  # fmt: skip
+        return Catalog(
+            cat.config, cat.document, cat.declared, {r.uuid: r for r in records}, problems
+        )
 
     async def run(self, apply: Apply, stopping: asyncio.Event) -> None:
         self._apply = apply
@@ -142,8 +143,9 @@ class MappingSync:
             try:
                 await self.sync_once()
             except (MappingStoreError, OSError) as exc:
-                log.warning("mapping store unavailable; keeping the current mappings",
-                            error=str(exc)[:300])  # fmt: skip
+                log.warning(
+                    "mapping store unavailable; keeping the current mappings", error=str(exc)[:300]
+                )
 
     async def sync_once(self) -> None:
         records = await self._store.all()

@@ -1,0 +1,1 @@
+"""Sample Lambda events of every source (AWS documentation examples) for ``invoke --sample``."""
