@@ -78,7 +78,9 @@ def test_sqs_mapping_lifecycle(sqs, runtime_factory, tmp_path, record_file):
     assert created["EventSourceMappingArn"] == (
         f"arn:aws:lambda:us-east-1:{ACCOUNT}:event-source-mapping:{uuid}"
     )
+    began = time.monotonic()
     wait_state(client, uuid, "Enabled")
+    print(f"figure: Creating -> Enabled in {time.monotonic() - began:.2f} s")
     ids = q.send({"n": i} for i in range(20))
     wait_until(lambda: q.total() == 0, 30, what="queue to empty")
     seen = {m for inv in read_invocations(record_file) for m in inv.message_ids}
@@ -405,6 +407,8 @@ def test_disable_under_load_stops_soon_loses_nothing_and_enable_resumes(api, sqs
     last_start = max(i.started for i in invocations)
     assert last_start < settled, "an invocation started after the mapping was Disabled"
     assert settled - asked < 10, f"disabling took {settled - asked:.1f} s"
+    print(f"figure: disable under load: last invocation began {last_start - asked:.2f} s after "
+          f"the call, Disabled after {settled - asked:.2f} s")  # fmt: skip
     assert all(i.outcome == "returned" for i in invocations), "a batch was cut short"
     done = {m for i in invocations for m in i.message_ids}
     assert len(done) < len(ids), "everything was processed before the mapping was disabled"
@@ -460,6 +464,7 @@ def test_pods_sharing_a_dynamodb_store_converge(runtime_factory, sqs, tmp_path, 
     assert b.get_event_source_mapping(UUID=uuid)["State"] in ("Creating", "Enabled")
     converged = time.monotonic() - began
     assert converged < 10, converged
+    print(f"figure: a mapping created on pod a runs on pod b after {converged:.2f} s")
     ids = q.send({"n": i} for i in range(40))
     wait_until(lambda: q.total() == 0, 30)
     assert rt_a.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) > 0
