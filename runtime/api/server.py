@@ -18,7 +18,7 @@ from aiohttp import web
 
 from runtime.api.errors import ApiError
 from runtime.api.service import MappingService
-from runtime.api.sigv4 import SignatureError, verify
+from runtime.api.sigv4 import SignatureError, check_headers, verify
 from runtime.api.store import MappingStoreError
 
 log = structlog.get_logger("runtime.api")
@@ -56,9 +56,11 @@ def _signature_error_type(reason: str) -> str:
 def build_api(service: MappingService, credentials: Mapping[str, str]) -> web.Application:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        body = await request.read()
         url = f"{request.scheme}://{request.host}{request.raw_path}"
         try:
+            # The key, date and scope first: a stranger's body is never read.
+            check_headers(request.headers, credentials)
+            body = await request.read()
             caller = verify(request.method, url, request.headers, body, credentials)
         except SignatureError as exc:
             reason = str(exc)

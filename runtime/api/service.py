@@ -127,6 +127,9 @@ class MappingService:
         status = Status(
             state, record.last_modified, result or "No records processed", reason=reason
         )
+        if result is not None and m is not None:
+            # Shown for every source (Lambda omits it for SQS, but the reason must be seen).
+            return {**configuration(m, status), "LastProcessingResult": result}
         if m is None:  # cannot even be resolved any more (its function left the file)
             return {
                 "UUID": record.uuid,
@@ -150,7 +153,8 @@ class MappingService:
         return cat.mapping(record.uuid), cat.problems.get(record.uuid)
 
     async def _records(self) -> list[StoredMapping]:
-        return await self._store.all()
+        # In creation order, as the pods merge them (a later duplicate is the one set aside).
+        return sorted(await self._store.all(), key=lambda r: (r.last_modified, r.uuid))
 
     async def _find(self, uuid: str) -> tuple[StoredMapping | None, list[StoredMapping]]:
         records = await self._records()
@@ -230,14 +234,20 @@ class MappingService:
             new = await self._store.create(new)
         except StoreConflict as exc:  # a UUID collision: practically impossible
             raise conflict(str(exc)) from None
+        # Another create of the same source and function may have raced this one (on this
+        # pod or another) through the check above: the later one (by time, then UUID) loses.
+        settled = merge(self._document, await self._records(), self._settings, self._path)
+        if new.uuid in settled.problems:
+            await self._store.delete(new)
+            raise error_for(settled.problems[new.uuid].split("; "))
         self._changed()
         return configuration(m, Status("Creating", new.last_modified))
 
     async def update(self, uuid: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self._declared(uuid.lower()) is not None:
-            raise self._declared_error(uuid)
         record, records = await self._find(uuid)
         if record is None:
+            if self._declared(uuid.lower()) is not None:
+                raise self._declared_error(uuid)
             raise not_found()
         given = sorted(set(body) & CREATE_ONLY)
         if given:
@@ -277,10 +287,12 @@ class MappingService:
         return configuration(shown, Status(state, candidate.last_modified))
 
     async def delete(self, uuid: str) -> dict[str, Any]:
-        if self._declared(uuid.lower()) is not None:
-            raise self._declared_error(uuid)
+        # A stored mapping first: one whose UUID the file declares too (copied into it) must
+        # stay deletable.
         record, records = await self._find(uuid)
         if record is None:
+            if self._declared(uuid.lower()) is not None:
+                raise self._declared_error(uuid)
             raise not_found()
         if record.state in ("Updating", "Enabling", "Disabling"):
             raise in_use(

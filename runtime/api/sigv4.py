@@ -12,6 +12,7 @@ and the signature must match. Every refusal names its reason (never a secret) an
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -42,19 +43,20 @@ class Caller:
     region: str
 
 
-def verify(
-    method: str,
-    url: str,
+def check_headers(
     headers: Mapping[str, str],
-    body: bytes,
     secrets: Mapping[str, str],
     *,
     now: dt.datetime | None = None,
-) -> Caller:
-    """The caller of a correctly signed request, or SignatureError saying why not.
+) -> None:
+    """What can be refused before the body is read: the Authorization header's form, the
+    access key, the date, the scope (SignatureError if anything is wrong)."""
+    _parse(headers, secrets, now)
 
-    ``url`` is the full URL as the caller addressed it (scheme, host and port, path, query);
-    ``secrets`` maps accepted access key ids to their secret keys."""
+
+def _parse(
+    headers: Mapping[str, str], secrets: Mapping[str, str], now: dt.datetime | None
+) -> tuple[dict[str, str], re.Match[str], str]:
     lower = {k.lower(): v for k, v in headers.items()}
     auth = lower.get("authorization")
     if not auth:
@@ -89,6 +91,32 @@ def verify(
     missing = [h for h in signed if h not in lower]
     if missing:
         raise SignatureError(f"Signed header missing from the request: {missing[0]}")
+    return lower, m, amz_date
+
+
+def verify(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Mapping[str, str],
+    *,
+    now: dt.datetime | None = None,
+) -> Caller:
+    """The caller of a correctly signed request, or SignatureError saying why not.
+
+    ``url`` is the full URL as the caller addressed it (scheme, host and port, path, query);
+    ``secrets`` maps accepted access key ids to their secret keys. The body is always
+    covered: a declared payload hash (``X-Amz-Content-SHA256``) must be the body's own, so
+    ``UNSIGNED-PAYLOAD`` and streaming payloads are refused."""
+    lower, m, amz_date = _parse(headers, secrets, now)
+    key = m["key"]
+    signed = m["headers"].split(";")
+    declared = lower.get("x-amz-content-sha256")
+    if declared is not None and declared != hashlib.sha256(body).hexdigest():
+        raise SignatureError(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
     request = AWSRequest(method=method, url=url, headers={h: lower[h] for h in signed}, data=body)
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(Credentials(key, secrets[key]), SERVICE, m["region"])

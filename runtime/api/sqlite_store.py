@@ -14,13 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runtime.api.store import MappingStoreError, StoreConflict, StoredMapping
+from runtime.api.store import MappingStoreError, PodState, StoreConflict, StoredMapping
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mappings (
     uuid TEXT PRIMARY KEY,
     revision INTEGER NOT NULL,
     record TEXT NOT NULL
+)
+"""
+_PODS = """
+CREATE TABLE IF NOT EXISTS pods (
+    pod TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    applied TEXT NOT NULL
 )
 """
 
@@ -48,6 +55,7 @@ class SqliteMappingStore:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            db.execute(_PODS)
             self._db = db
         return self._db
 
@@ -107,3 +115,24 @@ class SqliteMappingStore:
                 raise StoreConflict(f"mapping {record.uuid} changed meanwhile")
 
         await self._run(_delete)
+
+    async def heartbeat(self, state: PodState) -> None:
+        def _beat() -> None:
+            self._conn().execute(
+                "INSERT INTO pods (pod, at, applied) VALUES (?, ?, ?) "
+                "ON CONFLICT (pod) DO UPDATE SET at = excluded.at, applied = excluded.applied",
+                (state.pod, state.at, json.dumps(state.applied)),
+            )
+
+        await self._run(_beat)
+
+    async def pods(self) -> list[PodState]:
+        def _pods() -> list[PodState]:
+            rows = self._conn().execute("SELECT pod, at, applied FROM pods").fetchall()
+            return [PodState(p, float(at), json.loads(applied)) for p, at, applied in rows]
+
+        result: list[PodState] = await self._run(_pods)
+        return result
+
+    async def forget_pod(self, pod: str) -> None:
+        await self._run(lambda: self._conn().execute("DELETE FROM pods WHERE pod = ?", (pod,)))

@@ -65,6 +65,16 @@ class StoredMapping:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PodState:
+    """A pod's last word: when it last synced, and the revision of every stored mapping it
+    runs as stored (so a change is settled only once every live pod has applied it)."""
+
+    pod: str
+    at: float  # epoch seconds, the pod's clock
+    applied: dict[str, int] = field(default_factory=dict)  # mapping UUID -> revision
+
+
 class MappingStore(Protocol):
     async def open(self) -> None:
         """Create the file or table when missing."""
@@ -83,3 +93,12 @@ class MappingStore(Protocol):
 
     async def delete(self, record: StoredMapping) -> None:
         """Remove the mapping if still at ``record.revision``; StoreConflict otherwise."""
+
+    async def heartbeat(self, state: PodState) -> None:
+        """Write this pod's state (unconditionally: only the pod itself writes it)."""
+
+    async def pods(self) -> list[PodState]:
+        """Every pod's last state (dead pods' too: the reader judges by ``at``)."""
+
+    async def forget_pod(self, pod: str) -> None:
+        """Remove a pod's state (it stopped cleanly; nobody waits for it)."""

@@ -4,9 +4,9 @@ would do with its answer.
 The event is a sample shipped with the runtime (``--sample kinesis``: AWS's documented
 examples for every source), a recorded event from a file, or records fetched from the real
 source of one of the function's mappings without acknowledging anything (``--from-source``):
-SQS messages are received with a visibility timeout of 0 (they are visible again at once, but
-their receive count grows, which counts toward a redrive policy's maxReceiveCount); Kinesis and
-DynamoDB Streams records are read from the start of each shard (no lease, no checkpoint);
+SQS messages are received once each and made visible again at once (their receive count grows
+by one, which counts toward a redrive policy's maxReceiveCount); Kinesis and DynamoDB Streams
+records are read from the start of the first shard that has any (no lease, no checkpoint);
 Kafka records are read from the mapping's consumer group's committed offsets without joining
 the group or committing. The handler runs through the runtime's own invoker (its timeout, its
 JSON rules, the function's environment variables), and the answer is interpreted by the same
@@ -27,6 +27,11 @@ from typing import Any
 from runtime.config.resolved import Function, Mapping, RuntimeConfig
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
+from runtime.invoke.response import OutcomeKind
+from runtime.pipeline.records import Record
+
+# How long fetched SQS messages stay hidden while more are fetched (made visible right after).
+_FETCH_HIDE_SECONDS = 30
 
 SAMPLES = {
     "sqs": "sqs.json",
@@ -113,19 +118,50 @@ def choose_mapping(
 # ------------------------------------------------------------------ interpreting an answer
 
 
+def records_of(event: dict[str, Any], kind: SourceKind) -> list[Record]:
+    """The event's records as the pipeline holds them: the identifier a batchItemFailures
+    entry names, and the lane whose order a failure stops (FIFO message group, shard,
+    partition; none for standard queues)."""
+    out = []
+    if kind in (SourceKind.KAFKA, SourceKind.MSK):
+        for part, records in event["records"].items():
+            for r in records:
+                out.append(Record(r, 0, (part, r["offset"]), None, lane=part))
+        return out
+    for r in event["Records"]:
+        if kind is SourceKind.SQS:
+            group = (r.get("attributes") or {}).get("MessageGroupId")
+            out.append(Record(r, 0, r["messageId"], None, lane=group))
+        elif kind is SourceKind.KINESIS:
+            shard = str(r.get("eventID", "")).rpartition(":")[0] or "shard"
+            out.append(Record(r, 0, r["kinesis"]["sequenceNumber"], None, lane=shard))
+        else:
+            out.append(Record(r, 0, r["dynamodb"]["SequenceNumber"], None, lane="shard"))
+    return out
+
+
 def identifiers(event: dict[str, Any], kind: SourceKind) -> list[Hashable]:
     """The batchItemFailures identifier of every record, in the event's order."""
-    if kind is SourceKind.SQS:
-        return [r["messageId"] for r in event["Records"]]
-    if kind is SourceKind.KINESIS:
-        return [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
-    if kind is SourceKind.DYNAMODB:
-        return [r["dynamodb"]["SequenceNumber"] for r in event["Records"]]
-    return [
-        (f"{r['topic']}-{r['partition']}", r["offset"])
-        for records in event["records"].values()
-        for r in records
-    ]
+    return [r.item_id for r in records_of(event, kind)]
+
+
+def apply_filters(
+    event: dict[str, Any], kind: SourceKind, mapping: Mapping | None
+) -> tuple[dict[str, Any], int]:
+    """The event the handler gets after the mapping's FilterCriteria, and how many records
+    were filtered out."""
+    if mapping is None or not mapping.filter_patterns:
+        return event, 0
+    from runtime.pipeline.filtering import RecordFilter
+
+    keep = RecordFilter(mapping.source.kind, list(mapping.filter_patterns)).matches
+    if kind in (SourceKind.KAFKA, SourceKind.MSK):
+        parts = {p: [r for r in rs if keep(r)] for p, rs in event["records"].items()}
+        kept = {p: rs for p, rs in parts.items() if rs}
+        before = sum(len(rs) for rs in event["records"].values())
+        return {**event, "records": kept}, before - sum(len(rs) for rs in kept.values())
+    records = [r for r in event["Records"] if keep(r)]
+    return {**event, "Records": records}, len(event["Records"]) - len(records)
 
 
 def explain(
@@ -134,48 +170,51 @@ def explain(
     response: Any,
     error: dict[str, str] | None,
     mapping: Mapping | None,
+    filtered_out: int = 0,
 ) -> dict[str, Any]:
-    """What the runtime does with this answer: the outcome and the actions, in words."""
-    from runtime.invoke.response import OutcomeKind, parse_batch_response, string_identifier
+    """What the runtime does with this answer: the outcome and the actions, in words. The
+    pipeline's own rules decide: the response rules, and a failure stopping its lane."""
+    from runtime.invoke.response import (
+        SUCCESS,
+        BatchOutcome,
+        OutcomeKind,
+        parse_batch_response,
+        string_identifier,
+    )
+    from runtime.pipeline.execution import split_by_outcome
     from runtime.sources.kafka_records import kafka_identifier
 
-    ids = identifiers(event, kind)
+    records = records_of(event, kind)
+    ids = [r.item_id for r in records]
     report = mapping.report_batch_item_failures if mapping is not None else True
     notes = []
     if mapping is None:
         notes.append(
-            "no mapping of this function reads this source: assuming "
-            "ReportBatchItemFailures and Lambda's defaults"
+            "no mapping of this function reads this source: assuming ReportBatchItemFailures "
+            "and Lambda's defaults otherwise"
         )
     if error is not None:
-        outcome = "failure"
-        reason = f"the function raised {error['errorType']}: {error['errorMessage']}"
-        failed = list(ids)
-    elif report:
-        parser = (
-            string_identifier
-            if kind not in (SourceKind.KAFKA, SourceKind.MSK)
-            else (kafka_identifier)
+        outcome = BatchOutcome(
+            OutcomeKind.FAILURE,
+            reason=f"the function raised {error['errorType']}: {error['errorMessage']}",
         )
-        parsed = parse_batch_response(response, set(ids), parser)
-        outcome = parsed.kind.value
-        reason = parsed.reason or ""
-        if parsed.kind is OutcomeKind.FAILURE:
-            failed = list(ids)
-        else:
-            failed = [i for i in ids if i in parsed.failed_ids]
+    elif report:
+        kafka = kind in (SourceKind.KAFKA, SourceKind.MSK)
+        parser = kafka_identifier if kafka else string_identifier
+        outcome = parse_batch_response(response, set(ids), parser)
     else:
-        outcome, reason, failed = "success", "", []
-    done = [i for i in ids if i not in failed]
+        outcome = SUCCESS
+    done, failed = split_by_outcome(outcome, records)
     if kind is SourceKind.SQS:
-        actions = _sqs_actions(done, failed, mapping)
+        actions = _sqs_actions(done, failed, filtered_out, mapping)
     else:
-        actions = _ordered_actions(ids, failed, outcome, kind, mapping)
+        actions = _ordered_actions(records, failed, outcome.kind, kind, filtered_out, mapping)
     return {
-        "records": len(ids),
-        "outcome": outcome,
-        "reason": reason,
-        "failed": [_show(i) for i in failed],
+        "records": len(records),
+        "filteredOut": filtered_out,
+        "outcome": outcome.kind.value,
+        "reason": outcome.reason or "",
+        "failed": [_show(r.item_id) for r in failed],
         "actions": actions,
         "notes": notes,
     }
@@ -187,23 +226,43 @@ def _show(ident: Hashable) -> Any:
     return ident
 
 
-def _sqs_actions(done: list[Hashable], failed: list[Hashable], m: Mapping | None) -> list[str]:
+def _sqs_actions(
+    done: list[Record], failed: list[Record], filtered_out: int, m: Mapping | None
+) -> list[str]:
     out = []
+    if filtered_out:
+        keep = m is not None and m.raw.filtered_out_messages == "Keep"
+        out.append(
+            f"{'leave' if keep else 'delete'} {filtered_out} message(s) that the filters "
+            f"dropped{' in the queue (FilteredOutMessages: Keep)' if keep else ''}"
+        )
     if done:
         out.append(f"delete {len(done)} message(s) from the queue")
     if failed:
+        shown = ", ".join(str(r.item_id) for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
         out.append(
-            f"leave {len(failed)} message(s) in the queue ({', '.join(map(str, failed[:5]))}"
-            f"{', ...' if len(failed) > 5 else ''}): received again after the visibility "
-            "timeout; moved to the queue's dead-letter queue after its maxReceiveCount receives"
+            f"leave {len(failed)} message(s) in the queue ({shown}): received again after the "
+            "visibility timeout; moved to the queue's dead-letter queue after its "
+            "maxReceiveCount receives"
         )
+        if any(r.lane is not None for r in failed):
+            out.append(
+                "in a FIFO queue, the messages after a failed one in its message group come "
+                "back with it, to keep the group's order"
+            )
     return out
 
 
 def _ordered_actions(
-    ids: list[Hashable], failed: list[Hashable], outcome: str, kind: SourceKind, m: Mapping | None
+    records: list[Record],
+    failed: list[Record],
+    outcome: OutcomeKind,
+    kind: SourceKind,
+    filtered_out: int,
+    m: Mapping | None,
 ) -> list[str]:
-    unit = "offset" if kind in (SourceKind.KAFKA, SourceKind.MSK) else "sequence number"
+    kafka = kind in (SourceKind.KAFKA, SourceKind.MSK)
+    unit = "offset" if kafka else "sequence number"
     raw = m.raw if m is not None else None
     retries = raw.maximum_retry_attempts if raw and raw.maximum_retry_attempts is not None else -1
     bisect = bool(raw and raw.bisect_batch_on_function_error)
@@ -212,30 +271,49 @@ def _ordered_actions(
         if raw and raw.destination_config and raw.destination_config.on_failure
         else None
     )
-    if not failed:
-        return [f"checkpoint after the last record ({unit} {_show(ids[-1])}); read on"]
-    first = min(failed, key=ids.index)
     out = []
-    if outcome == "partial":
-        kept = ids.index(first)
-        if kept:
-            out.append(f"checkpoint the {kept} record(s) before {unit} {_show(first)}")
-        out.append(f"retry from {unit} {_show(first)} (the lowest failed record) and after")
-    else:
-        out.append("retry the whole batch" + (", split in halves (bisect)" if bisect else ""))
-    if retries == -1:
-        out.append(
-            "retries without limit until it succeeds or the records expire "
-            "(MaximumRetryAttempts -1): the "
-            + ("partition" if unit == "offset" else "shard")
-            + " waits meanwhile"
-        )
-    else:
-        after = f"after {retries} retr{'y' if retries == 1 else 'ies'}"
-        if destination:
-            out.append(f"{after}, send the batch's description to {destination}, then read on")
+    if filtered_out:
+        out.append(f"pass over {filtered_out} record(s) that the filters dropped (checkpointed)")
+    lanes: dict[Hashable, list[Record]] = {}
+    for r in records:
+        lanes.setdefault(r.lane, []).append(r)
+    bad = {id(r) for r in failed}
+    for lane, lane_records in lanes.items():
+        where = f"{'partition' if kafka else 'shard'} {lane}: " if len(lanes) > 1 else ""
+        lane_failed = [r for r in lane_records if id(r) in bad]
+        if not lane_failed:
+            last = _show(lane_records[-1].item_id)
+            out.append(f"{where}checkpoint after the last record ({unit} {last}); read on")
+            continue
+        first = lane_failed[0]
+        kept = lane_records.index(first)
+        if outcome is OutcomeKind.PARTIAL:
+            if kept:
+                out.append(
+                    f"{where}checkpoint the {kept} record(s) before {unit} {_show(first.item_id)}"
+                )
+            out.append(
+                f"{where}retry from {unit} {_show(first.item_id)} (the lowest failed record) "
+                "and after"
+            )
         else:
-            out.append(f"{after}, skip the records (no on-failure destination) and read on")
+            out.append(
+                f"{where}retry the whole batch" + (", split in halves (bisect)" if bisect else "")
+            )
+    if failed:
+        if retries == -1:
+            out.append(
+                "retries without limit until it succeeds or the records expire "
+                "(MaximumRetryAttempts -1): the "
+                + ("partition" if kafka else "shard")
+                + " waits meanwhile"
+            )
+        else:
+            after = f"after {retries} retr{'y' if retries == 1 else 'ies'}"
+            if destination:
+                out.append(f"{after}, send the batch's description to {destination}, then read on")
+            else:
+                out.append(f"{after}, skip the records (no on-failure destination) and read on")
     return out
 
 
@@ -258,32 +336,38 @@ async def fetch(m: Mapping, settings: Settings, limit: int) -> dict[str, Any]:
 
 
 async def _fetch_sqs(m: Mapping, clients: Any, limit: int) -> dict[str, Any]:
+    """Messages received once each (hidden for a moment so that no call returns one twice)
+    and made visible again at once: their receive count grows by one, nothing else."""
     from runtime.sources.sqs import lambda_record
 
     sqs = await clients.client("sqs", m.source.region)
-    url = (
-        await sqs.get_queue_url(QueueName=m.source.name, QueueOwnerAWSAccountId=m.source.account)
-    )["QueueUrl"]
-    records: list[dict[str, Any]] = []
-    while len(records) < limit:
-        got = await sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(10, limit - len(records)),
-            VisibilityTimeout=0,
-            WaitTimeSeconds=1,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages = got.get("Messages", [])
-        if not messages:
-            break
-        seen = {r["messageId"] for r in records}
-        fresh = [x for x in messages if x["MessageId"] not in seen]
-        if not fresh:
-            break
-        region = m.source.region or "us-east-1"
-        records += [lambda_record(x, m.source.arn or "", region) for x in fresh]
-    return {"Records": records[:limit]}
+    got = await sqs.get_queue_url(QueueName=m.source.name, QueueOwnerAWSAccountId=m.source.account)
+    url = got["QueueUrl"]
+    region = m.source.region or "us-east-1"
+    messages: list[dict[str, Any]] = []
+    try:
+        while len(messages) < limit:
+            page = await sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=min(10, limit - len(messages)),
+                VisibilityTimeout=_FETCH_HIDE_SECONDS,
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            if not page.get("Messages"):
+                break
+            messages += page["Messages"]
+    finally:
+        for i in range(0, len(messages), 10):
+            await sqs.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(j), "ReceiptHandle": x["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for j, x in enumerate(messages[i : i + 10])
+                ],
+            )
+    return {"Records": [lambda_record(x, m.source.arn or "", region) for x in messages]}
 
 
 async def _fetch_stream(m: Mapping, clients: Any, settings: Settings, limit: int) -> dict[str, Any]:
@@ -299,8 +383,8 @@ async def _fetch_stream(m: Mapping, clients: Any, settings: Settings, limit: int
         api = await clients.client("dynamodbstreams", m.source.region)
         shards = (await api.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"]
     for shard in shards:
-        if len(records) >= limit:
-            break
+        if records:
+            break  # one shard's records: the runtime never mixes shards in a batch
         sid = shard["ShardId"]
         stream = {"StreamARN" if m.source.kind is SourceKind.KINESIS else "StreamArn": arn}
         got = await api.get_shard_iterator(**stream, ShardId=sid, ShardIteratorType="TRIM_HORIZON")
@@ -338,6 +422,7 @@ async def _fetch_kafka(m: Mapping, clients: Any, settings: Settings, limit: int)
     source = await make_kafka_source(m, clients, settings, metrics, 0)
     conf = source.consumer_config()
     conf["client.id"] = f"esm-invoke-{m.uuid[:8]}"
+    conf["enable.auto.commit"] = False  # whatever ESM_KAFKA_CONSUMER_CONFIG says
 
     def read() -> list[dict[str, Any]]:
         consumer = Consumer(conf, logger=None)
@@ -447,6 +532,15 @@ def run(args: argparse.Namespace) -> int:
     if not identifiers(event, kind):
         print("no records to invoke with (the source is empty)", file=sys.stderr)
         return 1
+    event, filtered_out = apply_filters(event, kind, mapping)
+    if not identifiers(event, kind):
+        report = explain(event, kind, None, None, mapping, filtered_out)
+        print(
+            f"the mapping's filters dropped all {filtered_out} record(s): no invocation",
+            file=sys.stderr,
+        )
+        print(json.dumps(report, indent=2) if args.output == "json" else text_actions(report))
+        return 0
     with function_environment(function.environment):
         try:
             load_handler(function.handler)
@@ -459,7 +553,7 @@ def run(args: argparse.Namespace) -> int:
         if result.error is not None
         else None
     )
-    report = explain(event, kind, result.response, error, mapping)
+    report = explain(event, kind, result.response, error, mapping, filtered_out)
     shown = {
         "function": function.name,
         "mapping": mapping.uuid if mapping else None,
@@ -488,7 +582,11 @@ def text(shown: dict[str, Any], event: dict[str, Any]) -> str:
     lines.append(
         f"Outcome: {shown['outcome']}" + (f" ({shown['reason']})" if shown["reason"] else "")
     )
-    lines.append("The runtime would:")
-    lines += [f"  - {a}" for a in shown["actions"]]
-    lines += [f"Note: {n}" for n in shown["notes"]]
+    return "\n".join([*lines, text_actions(shown)])
+
+
+def text_actions(report: dict[str, Any]) -> str:
+    lines = ["The runtime would:"]
+    lines += [f"  - {a}" for a in report["actions"]]
+    lines += [f"Note: {n}" for n in report["notes"]]
     return "\n".join(lines)

@@ -102,9 +102,9 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = _client(args)
     op = args.operation
     try:
+        client = _client(args)
         if op == "list":
             result: Any = _list_all(client, args.function_name, args.event_source_arn)
         elif op == "get":
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         err = exc.response.get("Error", {})
         print(f"{err.get('Code')}: {err.get('Message')}", file=sys.stderr)
         return 1
-    except BotoCoreError as exc:  # unreachable endpoint, missing credentials, bad parameter
+    except (BotoCoreError, ValueError) as exc:  # unreachable, no credentials, unknown profile
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if isinstance(result, dict):

@@ -4,14 +4,18 @@ Every pod runs one: it reads the store every ``ESM_MAPPING_SYNC_SECONDS`` (at on
 own API changed something), merges it with the file (:func:`runtime.api.catalog.merge`) and,
 when the result differs from what runs, has the supervisor apply it: the workers of each
 function whose mappings changed drain (finishing and checkpointing their in-flight batches)
-and start again with the new set. Then it settles the state machine in the store, each write
-conditional on the revision it read: ``Creating``/``Enabling``/``Updating`` become
-``Enabled`` (or ``Disabled``), ``Disabling`` becomes ``Disabled``, and a ``Deleting`` record
-is removed once this pod no longer runs it. With several pods the first pod to apply a change
-settles it; the others converge within one sync period.
+and start again with the new set. A stored mapping about to start running is first checked
+against its source; one that fails is left out (shown Disabled with the problem) and checked
+again every :data:`RECHECK_SECONDS`, so a wrong broker or queue never fails its function's
+other mappings.
 
-A stored mapping whose source cannot be reached is not run (and does not stop the pod, unlike
-a broken file); it is checked again every :data:`RECHECK_SECONDS` and runs once it works.
+After each round the pod writes its state to the store: the revision of every stored mapping
+it now runs as stored. A change is settled only when every live pod (one that wrote within
+:data:`LIVENESS_SECONDS`) has applied it: ``Creating``/``Enabling``/``Updating`` become
+``Enabled`` (or ``Disabled``), ``Disabling`` becomes ``Disabled``, and a ``Deleting`` record
+is removed, so "Disabled" and "gone" mean that no pod runs the mapping any more. Each of these
+writes is conditional on the revision that was applied, so a newer change is never lost. A pod
+that stops cleanly removes its state; a dead one stops counting after the liveness time.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ import structlog
 
 from runtime.api.catalog import Catalog, merge
 from runtime.api.service import settled_state
-from runtime.api.store import MappingStore, MappingStoreError, StoreConflict, StoredMapping
+from runtime.api.store import (
+    MappingStore,
+    MappingStoreError,
+    PodState,
+    StoreConflict,
+    StoredMapping,
+)
 from runtime.config.resolved import Mapping
 from runtime.config.settings import Settings
 from runtime.sources.aws import AwsClients
@@ -36,9 +46,12 @@ from runtime.sources.aws import AwsClients
 log = structlog.get_logger("runtime.mappings")
 
 RECHECK_SECONDS = 30.0
+# A pod that has not synced for this long (or ten sync periods, if longer) is taken for dead:
+# changes no longer wait for its acknowledgement.
+LIVENESS_SECONDS = 30.0
 _SETTLE = {"Creating", "Enabling", "Updating", "Disabling"}
 
-Apply = Callable[[Catalog], Awaitable[None]]
+Apply = Callable[[Catalog], Awaitable[bool]]
 SourceCheck = Callable[[Mapping], Awaitable[str | None]]
 
 
@@ -105,9 +118,16 @@ class MappingSync:
         return self.catalog
 
     async def load(self) -> Catalog:
-        """The first merge, before any worker starts."""
-        self.catalog = self._merge(await self._store.all())
+        """The first merge, before any worker starts. The pod announces itself at once, so
+        that no change settles without it from now on."""
+        records = sorted(await self._store.all(), key=lambda r: (r.last_modified, r.uuid))
+        self.catalog = self._merge(records)
+        await self._heartbeat(records)
         return self.catalog
+
+    async def _heartbeat(self, records: list[StoredMapping]) -> None:
+        applied = {r.uuid: r.revision for r in records}
+        await self._store.heartbeat(PodState(self._settings.pod_name, time.time(), applied))
 
     def exclude(self, problems: dict[str, str]) -> Catalog:
         """Leave out stored mappings whose source failed its start-up check."""
@@ -115,7 +135,8 @@ class MappingSync:
         self._checked_at = time.monotonic()
         for uuid, problem in problems.items():
             log.error("stored mapping not run: its source failed", mapping=uuid, problem=problem)
-        self.catalog = self._merge(list(self.catalog.stored.values()))
+        records = sorted(self.catalog.stored.values(), key=lambda r: (r.last_modified, r.uuid))
+        self.catalog = self._merge(records)
         return self.catalog
 
     def _merge(self, records: list[StoredMapping]) -> Catalog:
@@ -134,22 +155,30 @@ class MappingSync:
 
     async def run(self, apply: Apply, stopping: asyncio.Event) -> None:
         self._apply = apply
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.mapping_sync_seconds)
-            self._wake.clear()
-            if stopping.is_set():
-                return
-            try:
-                await self.sync_once()
-            except (MappingStoreError, OSError) as exc:
-                log.warning(
-                    "mapping store unavailable; keeping the current mappings", error=str(exc)[:300]
-                )
+        try:
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.mapping_sync_seconds)
+                self._wake.clear()
+                if stopping.is_set():
+                    return
+                try:
+                    await self.sync_once()
+                except (MappingStoreError, OSError) as exc:
+                    log.warning(
+                        "mapping store unavailable; keeping the current mappings",
+                        error=str(exc)[:300],
+                    )
+        finally:
+            # A clean stop: nobody needs to wait for this pod's acknowledgements any more.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._store.forget_pod(self._settings.pod_name))
 
     async def sync_once(self) -> None:
-        records = await self._store.all()
+        records = sorted(await self._store.all(), key=lambda r: (r.last_modified, r.uuid))
         await self._recheck(records)
+        catalog = self._merge(records)
+        await self._check_new(catalog, records)
         catalog = self._merge(records)
         for uuid, problem in catalog.problems.items():
             if self.catalog.problems.get(uuid) != problem:
@@ -160,33 +189,68 @@ class MappingSync:
                 running=len(catalog.config.mappings),
                 stored=len(records),
             )
-            await self._apply(catalog)
+            if not await self._apply(catalog):
+                return  # stopping: nothing was applied for good
         self.catalog = catalog
-        await self._settle(records)
+        # Tell the other pods what this one now runs, then settle what every live pod runs.
+        await self._heartbeat(records)
+        await self._settle(records, await self._live_pods())
+
+    async def _live_pods(self) -> list[PodState]:
+        horizon = time.time() - max(LIVENESS_SECONDS, 10 * self._settings.mapping_sync_seconds)
+        return [p for p in await self._store.pods() if p.at >= horizon]
+
+    async def _check_new(self, catalog: Catalog, records: list[StoredMapping]) -> None:
+        """Check the source of every stored mapping about to start running here (an API call
+        on another pod, a broker that went away): one that fails is left out, shown with its
+        problem, and checked again later, instead of failing its function's workers."""
+        running = {m.uuid: m.raw for m in self.catalog.config.mappings if m.enabled}
+        fresh = [
+            m
+            for m in catalog.config.mappings
+            if m.enabled
+            and m.uuid not in catalog.declared
+            and running.get(m.uuid) != m.raw
+            and m.uuid not in self._unusable
+        ]
+        if not fresh:
+            return
+        problems = await asyncio.gather(*(self._check_source(m) for m in fresh))
+        for m, problem in zip(fresh, problems, strict=True):
+            if problem is not None:
+                log.error(
+                    "stored mapping not run: its source failed", mapping=m.uuid, problem=problem
+                )
+                self._unusable[m.uuid] = problem
+                self._checked_at = time.monotonic()
 
     async def _recheck(self, records: list[StoredMapping]) -> None:
         if not self._unusable or time.monotonic() - self._checked_at < RECHECK_SECONDS:
             return
         self._checked_at = time.monotonic()
         cat = merge(self._document, records, self._settings, self._path)
-        for uuid in list(self._unusable):
-            m = cat.mapping(uuid)
-            if m is None:
-                continue
-            problem = await self._check_source(m)
+        due = [m for u in list(self._unusable) if (m := cat.mapping(u)) is not None]
+        problems = await asyncio.gather(*(self._check_source(m) for m in due))
+        for m, problem in zip(due, problems, strict=True):
             if problem is None:
-                log.info("stored mapping's source works again; running it", mapping=uuid)
-                del self._unusable[uuid]
+                log.info("stored mapping's source works again; running it", mapping=m.uuid)
+                del self._unusable[m.uuid]
             else:
-                self._unusable[uuid] = problem
+                self._unusable[m.uuid] = problem
 
-    async def _settle(self, records: list[StoredMapping]) -> None:
+    async def _settle(self, records: list[StoredMapping], pods: list[PodState]) -> None:
+        """Settle each change that every live pod has applied (this one included)."""
         for r in records:
+            if r.state not in _SETTLE and r.state != "Deleting":
+                continue
+            waiting = [p.pod for p in pods if p.applied.get(r.uuid, -1) < r.revision]
+            if waiting:
+                continue  # the next round looks again
             try:
                 if r.state == "Deleting":
                     await self._store.delete(r)
                     log.info("mapping deleted", mapping=r.uuid)
-                elif r.state in _SETTLE:
+                else:
                     state = settled_state(r)
                     await self._store.replace(r.replace(state=state))
                     log.info("mapping settled", mapping=r.uuid, state=state)

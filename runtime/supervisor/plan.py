@@ -16,7 +16,7 @@ the worker's command line (and shows it in the logs and in ``esm_worker_mapping_
 - a function's ``ReservedConcurrentExecutions`` is split over its workers and caps each
   worker's shares.
 
-Shares of small limits are rotated by the mapping's position so they do not all land on
+Shares of small limits are rotated by the mapping's UUID so they do not all land on
 worker 0; a worker whose share is 0 does not run that mapping.
 """
 
@@ -123,7 +123,9 @@ def mapping_share(mapping: Mapping, settings: Settings, index: int, count: int) 
     eligible = count
     if mapping.function.reserved_concurrency is not None:
         eligible = min(count, mapping.function.reserved_concurrency)  # workers 0..eligible-1
-    slot = (index + mapping.index) % eligible
+    # Rotated by the mapping's UUID (stable when other mappings come and go through the API,
+    # so an unrelated change never re-plans this mapping's workers).
+    slot = (index + int(mapping.uuid.replace("-", "")[:8], 16)) % eligible
     maximum = mapping.maximum_concurrency or settings.default_maximum_concurrency
     share_max = split(maximum, eligible, slot)
     if reserved is not None:

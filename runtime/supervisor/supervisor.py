@@ -77,6 +77,8 @@ class WorkerSlot:
     reader_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+# The mapping API's keys: handlers (which run in the workers) must not read them.
+_SUPERVISOR_ONLY = frozenset({"ESM_API_CREDENTIALS", "ESM_API_CREDENTIALS_FILE"})
 # How long freeing a dead worker's shard leases may take before its restart goes on without.
 _FREE_LEASES_SECONDS = 10.0
 # How long a mapping change waits for the new workers to be ready before settling its state.
@@ -204,7 +206,9 @@ class Supervisor:
     def readiness(self) -> tuple[bool, str]:
         if self._draining:
             return False, "draining"
-        live = [s for s in self.slots if not s.retired]
+        # Workers started by a mapping change count once they were ready: a new mapping that
+        # cannot start must not take the pod (and its API, to fix it) out of its Service.
+        live = [s for s in self.slots if not s.retired and (s.initial or s.ever_ready)]
         ready = sum(1 for s in live if s.ready)
         return ready == len(live), f"{ready}/{len(live)} workers ready"
 
@@ -330,10 +334,8 @@ class Supervisor:
             await api.clients.close()
 
     def _write_document(self, catalog: Catalog) -> str:
-        """The file the workers load: the configuration file itself while no stored mapping
-        runs, else the merged document (in a private temporary directory)."""
-        if len(catalog.document.get("eventSourceMappings", [])) == len(catalog.declared):
-            return self.config_path
+        """The file the workers load: the merged document as planned, in a private temporary
+        directory (not the configuration file, which may change under a running pod)."""
         if self._documents_dir is None:
             self._documents_dir = tempfile.mkdtemp(prefix="esm-mappings-")
         self._documents += 1
@@ -342,12 +344,13 @@ class Supervisor:
             yaml.safe_dump(catalog.document, f, sort_keys=False)
         return path
 
-    async def apply(self, catalog: Catalog) -> None:
+    async def apply(self, catalog: Catalog) -> bool:
         """Run ``catalog``'s mappings: the workers of every function whose mappings (or plan)
-        changed drain and are replaced; other functions' workers are not touched."""
+        changed drain and are replaced; other functions' workers are not touched. False when
+        the pod is stopping (nothing new runs)."""
         async with self._apply_lock:
             if self._stopping.is_set():
-                return
+                return False
             path = self._write_document(catalog)
             new = catalog.config
             plans = plan_workers(new, self.settings)
@@ -378,8 +381,9 @@ class Supervisor:
             deadline = time.monotonic() + _APPLY_READY_SECONDS
             while any(not s.ready for s in fresh) and time.monotonic() < deadline:
                 if self._stopping.is_set():
-                    return
+                    return False
                 await asyncio.sleep(0.1)
+            return True
 
     async def _retire(self, slots: list[WorkerSlot]) -> None:
         """Drain and end these workers for good (their batches finish and checkpoint)."""
@@ -393,7 +397,9 @@ class Supervisor:
                     s.process.send_signal(signal.SIGTERM)
             else:
                 self._monitors[s].cancel()  # waiting to restart: nothing runs
-        tasks = [self._monitors.pop(s) for s in slots]
+        # The monitors stay registered until they end: a stop arriving meanwhile still
+        # cancels and awaits them (run()).
+        tasks = [self._monitors[s] for s in slots]
         grace = self.settings.drain_timeout_seconds + 10
         _, pending = await asyncio.wait(tasks, timeout=grace)
         if pending:
@@ -403,6 +409,8 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         s.process.kill()
             await asyncio.wait(pending)
+        for s in slots:
+            self._monitors.pop(s, None)
 
     def _forget_documents(self) -> None:
         if self._documents_dir is None:
@@ -468,7 +476,7 @@ class Supervisor:
     def _worker_env(self, slot: WorkerSlot, control_fd: int) -> dict[str, str]:
         """The runtime's environment plus the function's own variables (which may not name
         anything the runtime reads: the loader refuses reserved names)."""
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in _SUPERVISOR_ONLY}
         env.update(slot.config.functions[slot.plan.function].environment)
         env["ESM_CONTROL_FD"] = str(control_fd)
         return env
@@ -523,18 +531,20 @@ class Supervisor:
             assert slot.process is not None
             code = await slot.process.wait()
             try:
-                await asyncio.wait_for(self._free_leases(slot), timeout=_FREE_LEASES_SECONDS)
-            except Exception as exc:  # never keeps a worker from being restarted
-                log.warning(
-                    "could not free an ended worker's leases; they expire instead",
-                    worker=slot.plan.name,
-                    error=repr(exc)[:300],
-                )
-            if slot.reader_task is not None:
-                # The last lines the worker wrote before exiting ("failed") are read first.
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(slot.reader_task), timeout=1.0)
-            self._reap(slot)
+                try:
+                    await asyncio.wait_for(self._free_leases(slot), timeout=_FREE_LEASES_SECONDS)
+                except Exception as exc:  # never keeps a worker from being restarted
+                    log.warning(
+                        "could not free an ended worker's leases; they expire instead",
+                        worker=slot.plan.name,
+                        error=repr(exc)[:300],
+                    )
+                if slot.reader_task is not None:
+                    # The last lines the worker wrote before exiting ("failed") are read first.
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(slot.reader_task), timeout=1.0)
+            finally:  # even when cancelled meanwhile (a stop): the process is gone
+                self._reap(slot)
             if self._stopping.is_set() or slot.retired:
                 return
             if slot.problems and not slot.ever_ready and slot.initial:

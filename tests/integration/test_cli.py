@@ -73,15 +73,18 @@ def test_invoke_every_sample_and_explain_the_answer(tmp_path):
 
     kinesis = invoke_json(config, "--sample", "kinesis")
     first = "49590338271490256608559692538361571095921575989136588898"
-    assert kinesis["outcome"] == "partial" and kinesis["failed"] == [first]
+    second = "49590338271490256608559692540925702759324208523137515618"
+    # The handler names the first record; the second, later in the same shard, comes back too.
+    assert kinesis["outcome"] == "partial" and kinesis["failed"] == [first, second]
     assert kinesis["mapping"] is not None and not kinesis["notes"]
     assert kinesis["actions"] == [
         f"retry from sequence number {first} (the lowest failed record) and after",
         f"after 2 retries, send the batch's description to {dest}, then read on",
     ]
-    for sample in ("sqs-fifo", "dynamodb", "kafka", "msk"):
+    # The first record fails; in a stream or partition, so does every later one of it.
+    for sample, failed in (("sqs-fifo", 1), ("dynamodb", 2), ("kafka", 1), ("msk", 1)):
         got = invoke_json(config, "--sample", sample)
-        assert got["outcome"] == "partial" and len(got["failed"]) == 1, (sample, got)
+        assert got["outcome"] == "partial" and len(got["failed"]) == failed, (sample, got)
     kafka = invoke_json(config, "--sample", "kafka")
     assert kafka["failed"] == [{"partition": "mytopic-0", "offset": 15}]
 
@@ -96,11 +99,45 @@ def test_invoke_every_sample_and_explain_the_answer(tmp_path):
     assert failed["error"] == {"errorType": "ValueError", "errorMessage": "asked to raise"}
     assert failed["actions"][0] == "retry the whole batch"
 
+    # FIFO: a failed message holds back the rest of its message group, not other groups.
+    fifo = json.loads((REPO / "runtime/samples/sqs-fifo.json").read_text())
+    one = fifo["Records"][0]
+    fifo["Records"] = [
+        {**one, "messageId": f"m{i}", "attributes": {**one["attributes"], "MessageGroupId": g}}
+        for i, g in enumerate(["a", "a", "b"])
+    ]
+    fifo_file = tmp_path / "fifo.json"
+    fifo_file.write_text(json.dumps(fifo))
+    got = invoke_json(config, "--event", str(fifo_file))
+    assert got["failed"] == ["m0", "m1"]
+    assert got["actions"][0] == "delete 1 message(s) from the queue"
+    assert "message group" in got["actions"][2]
+
     text = esm("invoke", str(config), "fn", "--sample", "sqs").stdout
     assert "Outcome: partial" in text and "The runtime would:" in text
 
     bad = esm("invoke", str(config), "nope", "--sample", "sqs", check=False)
     assert bad.returncode == 2 and "no function 'nope'" in bad.stderr
+
+
+def test_invoke_applies_the_mapping_s_filters_first(tmp_path):
+    config = config_file(tmp_path, [{
+        "FunctionName": "fn", "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:q",
+        "FilterCriteria": {"Filters": [{"Pattern": json.dumps({"body": {"keep": [True]}})}]},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+    }])  # fmt: skip
+    event = json.loads((REPO / "runtime/samples/sqs.json").read_text())
+    event["Records"][0]["body"] = json.dumps({"keep": True})
+    event["Records"][1]["body"] = json.dumps({"keep": False})
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    got = invoke_json(config, "--event", str(path))
+    assert got["records"] == 1 and got["filteredOut"] == 1
+    assert got["actions"][0] == "delete 1 message(s) that the filters dropped"
+    event["Records"][0]["body"] = "not json"
+    path.write_text(json.dumps(event))
+    none_left = esm("invoke", str(config), "fn", "--event", str(path))
+    assert "filters dropped all 2 record(s): no invocation" in none_left.stderr
 
 
 def aws_env(endpoint: str) -> dict[str, str]:

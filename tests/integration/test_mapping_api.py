@@ -51,6 +51,7 @@ def start_api_runtime(
 
 
 def wait_state(client: Any, uuid: str, state: str, timeout: float = 30) -> dict[str, Any]:
+    """The mapping once it shows ``state``."""
     return wait_until(
         lambda: (got := client.get_event_source_mapping(UUID=uuid))["State"] == state and got,
         timeout,
@@ -443,34 +444,80 @@ def test_delete_drains_the_batch_in_flight_first(api, sqs, record_file):
 # ---------------------------------------------------------------- several pods
 
 
+def share(rt: Any, uuid: str) -> float:
+    return rt.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid)
+
+
 def test_pods_sharing_a_dynamodb_store_converge(runtime_factory, sqs, tmp_path, record_file):
     table = f"esm-mappings-{uuid4().hex[:8]}"
     store = {"ESM_MAPPING_STORE": "dynamodb", "ESM_MAPPING_TABLE": table}
     pods = []
-    for name in ("a", "b"):
+    # Pod b syncs slowly: a change must not settle (Enabled, Disabled, gone) before b applied it.
+    for name, sync in (("a", "0.5"), ("b", "3")):
         port = free_port()
         rt = runtime_factory(
             {"functions": functions(record_file), "eventSourceMappings": []},
-            env=api_env(tmp_path / f"data-{name}", port, ESM_POD_NAME=name, **store),
-        ).start()
+            env=api_env(tmp_path / f"data-{name}", port, ESM_POD_NAME=name,
+                        ESM_MAPPING_SYNC_SECONDS=sync, **store),
+        ).start()  # fmt: skip
         pods.append((rt, lambda_client(port)))
     (rt_a, a), (rt_b, b) = pods
     q = Queue.create(sqs)
     uuid = a.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)["UUID"]
     began = time.monotonic()
-    # Pod b sees it and runs it within seconds.
-    wait_until(lambda: rt_b.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) > 0,
-               15, what="pod b to run the new mapping")  # fmt: skip
-    assert b.get_event_source_mapping(UUID=uuid)["State"] in ("Creating", "Enabled")
-    converged = time.monotonic() - began
-    assert converged < 10, converged
-    print(f"figure: a mapping created on pod a runs on pod b after {converged:.2f} s")
+    wait_state(a, uuid, "Enabled")
+    settled = time.monotonic() - began
+    assert share(rt_b, uuid) > 0, "Enabled before pod b ran it"
+    assert share(rt_a, uuid) > 0
+    print(f"figure: Enabled on both pods {settled:.2f} s after Create (pod b syncs every 3 s)")
     ids = q.send({"n": i} for i in range(40))
     wait_until(lambda: q.total() == 0, 30)
-    assert rt_a.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) > 0
     assert {m for i in read_invocations(record_file) for m in i.message_ids} == set(ids)
-    # A delete through pod b stops pod a too.
-    b.delete_event_source_mapping(UUID=uuid)
-    wait_until(lambda: rt_a.metric("esm_worker_mapping_share", event_source_mapping_uuid=uuid) == 0,
-               15, what="pod a to stop the deleted mapping")  # fmt: skip
-    wait_until(lambda: not a.list_event_source_mappings()["EventSourceMappings"], 15)
+
+    # Disabled (through pod b) means that neither pod runs it any more.
+    b.update_event_source_mapping(UUID=uuid, Enabled=False)
+    wait_state(a, uuid, "Disabled")
+    assert share(rt_a, uuid) == 0 and share(rt_b, uuid) == 0
+    b.update_event_source_mapping(UUID=uuid, Enabled=True)
+    wait_state(b, uuid, "Enabled")
+    assert share(rt_a, uuid) > 0 and share(rt_b, uuid) > 0
+
+    # Gone (deleted through pod a) means the same.
+    a.delete_event_source_mapping(UUID=uuid)
+    wait_until(lambda: not a.list_event_source_mappings()["EventSourceMappings"], 30)
+    assert share(rt_a, uuid) == 0 and share(rt_b, uuid) == 0, "deleted while a pod ran it"
+
+    # A pod that stops cleanly is not waited for.
+    assert rt_b.stop() == 0
+    uuid2 = a.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)["UUID"]
+    wait_state(a, uuid2, "Enabled", timeout=10)
+
+
+def test_a_stored_mapping_whose_source_fails_leaves_the_function_running(
+    runtime_factory, sqs, tmp_path, record_file
+):
+    declared_q = Queue.create(sqs)
+    rt, client, _ = start_api_runtime(
+        runtime_factory, tmp_path, record_file,
+        [{"FunctionName": "fn", "EventSourceArn": declared_q.arn}],
+    )  # fmt: skip
+    closed = f"127.0.0.1:{free_port()}"  # no broker there
+    bad = client.create_event_source_mapping(
+        FunctionName="fn",
+        Topics=["orders"],
+        SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [closed]}},
+        StartingPosition="TRIM_HORIZON",
+    )["UUID"]
+    got = wait_until(
+        lambda: (m := client.get_event_source_mapping(UUID=bad))["State"] == "Disabled" and m,
+        60, what="the unusable mapping to show Disabled",
+    )  # fmt: skip
+    assert got["LastProcessingResult"].startswith("PROBLEM: source: ")
+    assert got["StateTransitionReason"] == "ESM_CONFIG_NOT_VALID"
+    # The function's other mapping kept running, and the pod stayed ready.
+    [sid] = declared_q.send([{"n": 1}])
+    wait_until(lambda: any(sid in i.message_ids for i in read_invocations(record_file)), 30)
+    assert rt.get("/readyz")[0] == 200
+    assert "stored mapping not run: its source failed" in rt.logs()
+    client.delete_event_source_mapping(UUID=bad)
+    wait_until(lambda: len(client.list_event_source_mappings()["EventSourceMappings"]) == 1, 30)

@@ -86,3 +86,21 @@ def test_refusals_never_show_the_secret() -> None:
     with pytest.raises(SignatureError) as err:
         verify("POST", URL, signed(secret="y" * 40), BODY, SECRETS, now=WHEN)
     assert SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize("declared", ["UNSIGNED-PAYLOAD", "hash of another body"])
+def test_the_body_is_always_covered_by_the_signature(declared: str) -> None:
+    """A client may sign a payload hash header instead of the body: the hash must then be the
+    body's own, or a man in the middle could swap the body under a valid signature."""
+    import hashlib
+
+    value = hashlib.sha256(b"{}").hexdigest() if declared.startswith("hash") else declared
+    request = AWSRequest(method="PUT", url=URL, data=b"{}", headers={"X-Amz-Content-SHA256": value})
+    with mock.patch("botocore.auth.get_current_datetime", return_value=WHEN.replace(tzinfo=None)):
+        SigV4Auth(Credentials(KEY, SECRET), "lambda", "us-east-1").add_auth(request)
+    headers = {**dict(request.headers.items()), "Host": "127.0.0.1:9000"}
+    swapped = b'{"Enabled": false}'
+    with pytest.raises(SignatureError, match="x-amz-content-sha256"):
+        verify("PUT", URL, headers, swapped, SECRETS, now=WHEN)
+    if declared.startswith("hash"):  # the body it was signed for passes
+        assert verify("PUT", URL, headers, b"{}", SECRETS, now=WHEN).access_key == KEY
