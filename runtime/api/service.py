@@ -93,6 +93,7 @@ class MappingService:
         changed: Callable[[], None],
         check_source: SourceCheck,
         declared_since: float,
+        processing: Callable[[str], str] = lambda _: "No records processed",
     ) -> None:
         self._document = document
         self._path = path
@@ -102,6 +103,7 @@ class MappingService:
         self._changed = changed
         self._check_source = check_source
         self._declared_since = declared_since
+        self._processing = processing  # a mapping's LastProcessingResult, from the workers
 
     # ------------------------------------------------------------------ views
 
@@ -110,7 +112,9 @@ class MappingService:
         return cat.mapping(uuid) if uuid in cat.declared else None
 
     def _declared_status(self, m: Mapping) -> Status:
-        return Status("Enabled" if m.enabled else "Disabled", self._declared_since)
+        return Status(
+            "Enabled" if m.enabled else "Disabled", self._declared_since, self._processing(m.uuid)
+        )
 
     def _view(self, record: StoredMapping, records: list[StoredMapping]) -> dict[str, Any]:
         """A stored mapping as Lambda shows it; one that cannot run is Disabled, with why."""
@@ -125,7 +129,7 @@ class MappingService:
         if problem is not None and record.state not in _SETTLING:
             state, reason, result = "Disabled", "ESM_CONFIG_NOT_VALID", f"PROBLEM: {problem}"
         status = Status(
-            state, record.last_modified, result or "No records processed", reason=reason
+            state, record.last_modified, result or self._processing(record.uuid), reason=reason
         )
         if result is not None and m is not None:
             # Shown for every source (Lambda omits it for SQS, but the reason must be seen).

@@ -42,6 +42,7 @@ from runtime.api.store import (
 from runtime.config.resolved import Mapping
 from runtime.config.settings import Settings
 from runtime.sources.aws import AwsClients
+from runtime.supervisor.processing import ProcessingResults
 
 log = structlog.get_logger("runtime.mappings")
 
@@ -110,6 +111,7 @@ class MappingSync:
         self._unusable: dict[str, str] = {}  # stored UUID -> why its source failed
         self._checked_at = 0.0
         self._apply: Apply | None = None
+        self.results = ProcessingResults()
 
     def wake(self) -> None:
         self._wake.set()
@@ -175,6 +177,7 @@ class MappingSync:
                 await asyncio.shield(self._store.forget_pod(self._settings.pod_name))
 
     async def sync_once(self) -> None:
+        self.results.update()
         records = sorted(await self._store.all(), key=lambda r: (r.last_modified, r.uuid))
         await self._recheck(records)
         catalog = self._merge(records)

@@ -320,6 +320,7 @@ class Supervisor:
             changed=sync.wake,
             check_source=check,
             declared_since=time.time(),
+            processing=sync.results.result,
         )
         for mapping_uuid, problem in catalog.problems.items():
             log.error("stored mapping not run", mapping=mapping_uuid, problem=problem)

@@ -18,9 +18,15 @@ from tests.support.aws import Queue, wait_until
 from tests.support.aws import client as aws_client
 from tests.support.config import BEHAVE
 from tests.support.emulator import free_port
-from tests.support.records import read_invocations
+from tests.support.records import read_invocations, starts
 from tests.support.snapshots import mismatches, recorded_api
-from tests.support.streams import create_stream, create_table_with_stream
+from tests.support.streams import (
+    STREAM_ENV,
+    STREAM_HANDLER,
+    create_stream,
+    create_table_with_stream,
+    put,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -521,3 +527,83 @@ def test_a_stored_mapping_whose_source_fails_leaves_the_function_running(
     assert "stored mapping not run: its source failed" in rt.logs()
     client.delete_event_source_mapping(UUID=bad)
     wait_until(lambda: len(client.list_event_source_mappings()["EventSourceMappings"]) == 1, 30)
+
+
+def test_a_stream_mapping_disabled_then_enabled_resumes_from_its_checkpoint(
+    runtime_factory, tmp_path, record_file, aws_endpoint
+):
+    kinesis = aws_client("kinesis", aws_endpoint)
+    stream = create_stream(kinesis, 2)
+    port = free_port()
+    rt = runtime_factory(
+        {"functions": {"fn": {"Handler": STREAM_HANDLER, "Timeout": 5,
+                              "Environment": {"Variables": {"RECORD_FILE": str(record_file)}}}},
+         "eventSourceMappings": []},
+        env={**STREAM_ENV, **api_env(tmp_path / "data", port)},
+    ).start()  # fmt: skip
+    client = lambda_client(port)
+    uuid = client.create_event_source_mapping(
+        FunctionName="fn", EventSourceArn=stream, StartingPosition="TRIM_HORIZON", BatchSize=10
+    )["UUID"]
+    assert wait_state(client, uuid, "Enabled")["LastProcessingResult"] == "No records processed"
+    put(kinesis, stream, [(f"k{i}", {"n": i}) for i in range(20)])
+
+    def sequences() -> list[str]:
+        return [q for inv in starts(record_file) for q in inv["sequences"]]
+
+    wait_until(lambda: len(sequences()) == 20, 30, what="the first 20 records")
+    wait_until(
+        lambda: client.get_event_source_mapping(UUID=uuid)["LastProcessingResult"] == "OK", 15
+    )
+    client.update_event_source_mapping(UUID=uuid, Enabled=False)
+    wait_state(client, uuid, "Disabled")
+    put(kinesis, stream, [(f"k{i}", {"n": i}) for i in range(20, 30)])
+    time.sleep(2)
+    assert len(sequences()) == 20, "records were read while the mapping was disabled"
+    client.update_event_source_mapping(UUID=uuid, Enabled=True)
+    wait_state(client, uuid, "Enabled")
+    wait_until(lambda: len(sequences()) >= 30, 30, what="the 10 records put while disabled")
+    time.sleep(1)
+    seen = sequences()
+    assert len(seen) == len(set(seen)) == 30, "a record was read again: not from the checkpoint"
+
+    # A failing batch shows as Lambda shows it.
+    put(kinesis, stream, [("k-bad", {"fail_times": 2})])
+    wait_until(
+        lambda: (
+            client.get_event_source_mapping(UUID=uuid)["LastProcessingResult"]
+            == "PROBLEM: Function call failed"
+        ),
+        30,
+    )
+    assert rt.stop() == 0
+
+
+def test_updates_are_refused_while_creating_and_for_create_only_fields(
+    runtime_factory, sqs, tmp_path, record_file
+):
+    table = f"esm-mappings-{uuid4().hex[:8]}"
+    store = {"ESM_MAPPING_STORE": "dynamodb", "ESM_MAPPING_TABLE": table}
+    clients = []
+    for name, sync in (("a", "0.5"), ("b", "4")):  # b keeps a new mapping Creating for a while
+        port = free_port()
+        runtime_factory(
+            {"functions": functions(record_file), "eventSourceMappings": []},
+            env=api_env(tmp_path / f"data-{name}", port, ESM_POD_NAME=name,
+                        ESM_MAPPING_SYNC_SECONDS=sync, **store),
+        ).start()  # fmt: skip
+        clients.append((lambda_client(port), port))
+    (a, port), _ = clients
+    q = Queue.create(sqs)
+    uuid = a.create_event_source_mapping(FunctionName="fn", EventSourceArn=q.arn)["UUID"]
+    err = client_error(a.update_event_source_mapping, UUID=uuid, BatchSize=3)
+    assert err["Error"]["Code"] == "ResourceInUseException"
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 400
+    wait_state(a, uuid, "Enabled")
+    path = f"/2015-03-31/event-source-mappings/{uuid}"
+    for field, value in (("EventSourceArn", q.arn), ("StartingPosition", "LATEST"),
+                         ("Topics", ["t"])):  # fmt: skip
+        status, headers, body = raw_request(port, "PUT", path, json.dumps({field: value}).encode())
+        assert status == 400 and headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
+        assert body["message"].startswith(f"{field}: cannot be changed"), body
+    assert a.get_event_source_mapping(UUID=uuid)["State"] == "Enabled"
