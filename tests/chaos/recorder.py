@@ -1,0 +1,85 @@
+"""The fault suite's handler: one for every source, recording every invocation.
+
+Each produced record carries JSON ``{"n": <number>, "key": <ordering key>}`` (SQS body, Kafka
+value, Kinesis data, DynamoDB NewImage attribute ``body``). Every invocation appends a
+``start`` line (pid, request id, and per record: lane, ordering key, number) before it works
+and an ``end`` line after, to ``RECORD_FILE``, each with one ``write`` on an ``O_APPEND``
+descriptor, so lines of concurrent workers never interleave.
+
+The lane is what may have one invocation in flight at a time: the FIFO message group, the
+Kafka partition, the Kinesis shard, the DynamoDB item key (one key lives on one shard); none
+for standard queues.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+_SLEEP = float(os.environ.get("CHAOS_SLEEP", "0.02"))
+
+
+def _value(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def items(event: dict[str, Any]) -> list[tuple[str | None, str, int]]:
+    """(lane, ordering key, number) of every record, in the event's order."""
+    out: list[tuple[str | None, str, int]] = []
+    if "records" in event:  # Kafka
+        for part, records in event["records"].items():
+            for r in records:
+                v = _value(base64.b64decode(r.get("value", "")).decode())
+                out.append((part, part, int(v.get("n", -1))))
+        return out
+    for r in event["Records"]:
+        if "messageId" in r:
+            v = _value(r["body"])
+            group = (r.get("attributes") or {}).get("MessageGroupId")
+            out.append((group, str(v.get("key", group)), int(v.get("n", -1))))
+        elif "kinesis" in r:
+            v = _value(base64.b64decode(r["kinesis"]["data"]).decode())
+            shard = r["eventID"].rpartition(":")[0]
+            out.append((shard, r["kinesis"]["partitionKey"], int(v.get("n", -1))))
+        else:
+            image = r["dynamodb"].get("NewImage") or {}
+            v = _value(image.get("body", {}).get("S", "{}"))
+            key = json.dumps(r["dynamodb"]["Keys"], sort_keys=True)
+            out.append((key, key, int(v.get("n", -1))))
+    return out
+
+
+def _write(line: dict[str, Any]) -> None:
+    path = os.environ.get("RECORD_FILE")
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def handler(event: dict[str, Any], context: Any) -> None:
+    found = items(event)
+    rid = context.aws_request_id
+    _write(
+        {
+            "phase": "start",
+            "t": time.time(),
+            "pid": os.getpid(),
+            "rid": rid,
+            "lanes": [lane for lane, _, _ in found],
+            "keys": [key for _, key, _ in found],
+            "ns": [n for _, _, n in found],
+        }
+    )
+    time.sleep(_SLEEP)
+    _write({"phase": "end", "t": time.time(), "pid": os.getpid(), "rid": rid})
