@@ -31,6 +31,22 @@ class Source:
     produce: Callable[[range], None]  # numbered records, in order
     env: dict[str, str]
 
+    @property
+    def leased(self) -> bool:
+        """Read through shard leases (which pods share through a DynamoDB lease table)."""
+        return self.name in ("kinesis", "dynamodb")
+
+    def pod_env(self, pod: str) -> dict[str, str]:
+        """The environment of one pod of a deployment reading this source."""
+        env = {**self.env, "ESM_POD_NAME": pod}
+        if self.leased:
+            env |= {"ESM_LEASE_STORE": "dynamodb", "ESM_LEASE_TABLE": f"leases-{self.tag}"}
+        return env
+
+    @property
+    def tag(self) -> str:
+        return str(abs(hash(json.dumps(self.mapping, sort_keys=True))))[:10]
+
 
 def config(source: Source, record_file: Path, timeout: int = 2) -> dict[str, Any]:
     return {

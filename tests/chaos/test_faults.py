@@ -132,6 +132,14 @@ def unexplained_duplicates(invocations: list[Invocation], deaths: dict[int, floa
     return sorted(n for n, c in done.items() if c > 1 and n not in exposed)
 
 
+def alive(pid: int) -> bool:
+    """Running (an exited orphan may linger as a zombie until its new parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def busy_worker(
     rt: RuntimeProcess, record_file: Path, dead: dict[int, float], rng: random.Random
 ) -> int | None:
@@ -207,3 +215,53 @@ def test_sigterm_under_load_drains_without_duplicates(name, source_of, runtime_f
     assert not verdict.lost and not verdict.order_violations and not verdict.overlaps
     assert verdict.duplicates == 0
     assert rt2.stop() == 0
+
+
+@pytest.mark.parametrize("name", SOURCES)
+@pytest.mark.parametrize("whole_pod", [True, False], ids=["pod", "supervisor"])
+def test_kill9_the_pod_and_start_another(name, whole_pod, source_of, runtime_factory,
+                                         record_file):  # fmt: skip
+    """``pod``: the supervisor and its workers die at once; a new pod takes over (after the
+    broker's session or the leases expire). ``supervisor``: only the supervisor dies; its
+    workers see the control socket close, finish their batches and leave, while a new pod
+    starts at once: no two invocations of a lane across the pods, and nothing done twice."""
+    source = source_of(name)
+    cfg = config(source, record_file)
+    extra = {**RESTART_ENV, "CHAOS_SLEEP": "0.05"}
+    old = runtime_factory(cfg, workers=2, env={**source.pod_env("pod-a"), **extra}).start(
+        timeout=60
+    )
+    with Producer(source, record_file) as producer:
+        wait_until(lambda: len(completed_numbers(read(record_file))) >= 60, 60)
+        rng = random.Random(name)
+        assert busy_worker(old, record_file, {}, rng) is not None
+        assert old.proc is not None
+        workers = old.worker_pids()
+        victims = [old.proc.pid, *workers] if whole_pod else [old.proc.pid]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        died = time.time()
+        new = runtime_factory(cfg, workers=2, env={**source.pod_env("pod-b"), **extra})
+        new.start(timeout=60)
+        time.sleep(2)
+    total = producer.produced
+    wait_all_done(record_file, total, 120)
+    time.sleep(1)
+    invocations = read(record_file)
+    deaths = dict.fromkeys(victims, died) if whole_pod else {}
+    verdict = check(invocations, total, ordered=source.ordered, deaths=deaths)
+    if whole_pod:
+        recovery = max(recoveries(invocations, deaths))
+        report("kill -9 the pod, start another", name,
+               {**verdict.summary(), "kills": 1, "max_recovery_s": recovery})  # fmt: skip
+    else:
+        report("kill -9 the supervisor only", name, {**verdict.summary(), "kills": 1})
+    assert not verdict.lost, f"lost: {verdict.lost[:20]}"
+    assert not verdict.order_violations, verdict.order_violations[:5]
+    assert not verdict.overlaps, verdict.overlaps[:5]
+    if whole_pod:
+        assert not unexplained_duplicates(invocations, deaths)
+    else:
+        assert verdict.duplicates == 0
+        wait_until(lambda: not any(alive(p) for p in workers), 30, what="orphans leave")
+    assert new.stop() == 0
