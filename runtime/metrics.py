@@ -164,6 +164,13 @@ WORKERS_ALIVE = Gauge(
     ("function_name",),
     multiprocess_mode="livemax",
 )
+SOURCE_UNREACHABLE = Gauge(
+    "esm_event_source_unreachable",
+    "1 while a mapping's event source does not answer (its workers retry with back-off and "
+    "the mapping stays enabled), else 0.",
+    _FN,
+    multiprocess_mode="livemax",
+)
 WORKER_SHARE = Gauge(
     "esm_worker_mapping_share",
     "What the supervisor gave each worker of a mapping: its most concurrent batches (SQS "

@@ -19,6 +19,10 @@ Exit codes tell the supervisor what happened:
   around a batch of an ordered unit; replaced at once;
 - 76 the event loop stalled (an async handler blocking it), killed by the watchdog;
 - 78 (EX_CONFIG) the handler does not import, or an event source is (or became) unusable.
+
+A source that does not answer at start (:class:`~runtime.sources.base.SourceUnreachable`) is
+not a configuration problem: the worker starts its other mappings and retries that one with
+back-off, reporting each attempt to the supervisor.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from runtime.pipeline.failure import KAFKA_RETRY_CAP_WITH_DESTINATION, RetryPoli
 from runtime.pipeline.filtering import RecordFilter
 from runtime.pipeline.scaling import ConcurrencyScaler, ScalingPolicy
 from runtime.sources.aws import AwsClients
-from runtime.sources.base import SourceError
+from runtime.sources.base import SourceError, SourceUnreachable
 from runtime.supervisor.plan import Share, WorkerPlan
 
 log = structlog.get_logger("runtime.worker")
@@ -127,6 +131,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._exit_code = EXIT_OK
         self._pipelines: list[Pipeline] = []
+        self._waiting: list[asyncio.Task[None]] = []  # mappings waiting for their source
         self._last_tick = time.monotonic()
         self._invoker: Invoker | None = None
 
@@ -191,34 +196,52 @@ class Worker:
                 concurrency_limit=self.plan.reserved,
                 on_stuck=self._on_stuck,
             )
-            try:
-                await self._build_pipelines(clients)
-            except SourceError as exc:
-                log.error("event source unusable", error=str(exc))
-                return EXIT_CONFIG
-            started = await asyncio.gather(
-                *(p.start() for p in self._pipelines), return_exceptions=True
+            waiting = set(self.plan.unreachable)
+            for m, share in self._my_mappings():
+                if m.uuid in waiting:  # the supervisor found it unreachable a moment ago
+                    self._waiting.append(
+                        asyncio.create_task(self._launch_later(m, share, clients, first=0.0))
+                    )
+            mine = [(m, share) for m, share in self._my_mappings() if m.uuid not in waiting]
+            outcomes = await asyncio.gather(
+                *(self._launch(m, share, clients) for m, share in mine), return_exceptions=True
             )
-            failed = [e for e in started if isinstance(e, BaseException)]
+            failed: list[BaseException] = []
+            for (m, share), outcome in zip(mine, outcomes, strict=True):
+                if isinstance(outcome, SourceUnreachable):
+                    # Not a configuration problem: the mapping stays enabled and waits for
+                    # its source while the others run.
+                    log.warning(
+                        "event source unreachable; retrying", mapping=m.uuid, error=str(outcome)
+                    )
+                    self._report_source(m, str(outcome))
+                    self._waiting.append(asyncio.create_task(self._launch_later(m, share, clients)))
+                elif isinstance(outcome, BaseException):
+                    failed.append(outcome)
+                else:
+                    self._pipelines.append(outcome)
             if failed:
                 for e in failed:
                     log.error("event source unusable", error=str(e))
+                await self._cancel_waiting()
                 # Leave cleanly what did start (a Kafka consumer leaves its group at once
                 # instead of holding its partitions until its session times out).
                 await asyncio.gather(
-                    *(
-                        p.drain(self.settings.drain_timeout_seconds)
-                        for p, r in zip(self._pipelines, started, strict=True)
-                        if not isinstance(r, BaseException)
-                    ),
+                    *(p.drain(self.settings.drain_timeout_seconds) for p in self._pipelines),
                     return_exceptions=True,
                 )
                 if not all(isinstance(e, SourceError) for e in failed):
                     raise failed[0]
                 return EXIT_CONFIG
             self._send({"event": "ready", "pipelines": len(self._pipelines)})
-            log.info("worker ready", worker=self.plan.name, mappings=len(self._pipelines))
+            log.info(
+                "worker ready",
+                worker=self.plan.name,
+                mappings=len(self._pipelines),
+                waiting_for_source=len(self._waiting),
+            )
             await self._stop.wait()
+            await self._cancel_waiting()
             await asyncio.gather(
                 *(p.drain(self.settings.drain_timeout_seconds) for p in self._pipelines)
             )
@@ -230,16 +253,66 @@ class Worker:
         log.info("worker stopped", exit_code=self._exit_code)
         return self._exit_code
 
-    async def _build_pipelines(self, clients: AwsClients) -> None:
-        for m in self.config.mappings:
-            share = self.plan.shares.get(m.uuid)
-            if m.function.name != self.function.name or not m.enabled or share is None:
+    def _my_mappings(self) -> list[tuple[Mapping, Share]]:
+        return [
+            (m, share)
+            for m in self.config.mappings
+            if m.function.name == self.function.name
+            and m.enabled
+            and (share := self.plan.shares.get(m.uuid)) is not None
+        ]
+
+    async def _launch(self, m: Mapping, share: Share, clients: AwsClients) -> Pipeline:
+        """Build one mapping's pipeline and start it (SourceError if its source is unusable)."""
+        metrics = MappingMetrics.bind(m.function.name, m.uuid)
+        pipeline: Pipeline
+        if m.source.kind is SourceKind.SQS:
+            pipeline = self._queue_pipeline(m, share, clients, metrics)
+        else:
+            pipeline = await self._stream_pipeline(m, share, clients, metrics)
+        await pipeline.start()
+        return pipeline
+
+    async def _launch_later(
+        self, m: Mapping, share: Share, clients: AwsClients, first: float | None = None
+    ) -> None:
+        """Retry a mapping whose source did not answer, with doubling back-off, until it
+        starts or the worker stops. Each failure is reported to the supervisor (readiness,
+        metrics, LastProcessingResult)."""
+        delay = self.settings.source_retry_seconds
+        wait = delay if first is None else first
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+            wait = delay
+            if self._stop.is_set():
+                return
+            try:
+                pipeline = await self._launch(m, share, clients)
+            except Exception as exc:  # any failure: the source may be half up
+                delay = wait = min(delay * 2, self.settings.source_retry_max_seconds)
+                log.warning(
+                    "event source still unusable; retrying",
+                    mapping=m.uuid,
+                    error=str(exc)[:500],
+                    retry_in=delay,
+                )
+                self._report_source(m, str(exc))
                 continue
-            metrics = MappingMetrics.bind(m.function.name, m.uuid)
-            if m.source.kind is SourceKind.SQS:
-                self._pipelines.append(self._queue_pipeline(m, share, clients, metrics))
-            else:
-                self._pipelines.append(await self._stream_pipeline(m, share, clients, metrics))
+            self._pipelines.append(pipeline)
+            self._report_source(m, None)
+            log.info("event source reachable; mapping started", mapping=m.uuid)
+            return
+
+    def _report_source(self, m: Mapping, problem: str | None) -> None:
+        """Tell the supervisor (which logs the change once, and keeps the gauge)."""
+        self._send({"event": "source", "mapping": m.uuid, "problem": problem})
+
+    async def _cancel_waiting(self) -> None:
+        for task in self._waiting:
+            task.cancel()
+        await asyncio.gather(*self._waiting, return_exceptions=True)
+        self._waiting.clear()
 
     def _queue_pipeline(
         self, m: Mapping, share: Share, clients: AwsClients, metrics: MappingMetrics

@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     drain_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
     worker_restart_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     worker_restart_backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
+    source_retry_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="First wait before retrying a mapping whose event source did not answer "
+        "(connection refused, timed out, server error); it doubles after each failure.",
+    )
+    source_retry_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest wait between retries of an unreachable event source.",
+    )
     worker_stall_timeout_seconds: float = Field(
         default=60.0,
         ge=1,

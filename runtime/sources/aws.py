@@ -73,6 +73,21 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """A failure of the connection or of the service (retrying helps), not of the request
+    (a missing queue, denied access, a bad parameter: retrying does not)."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, OSError, TimeoutError)):
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return isinstance(status, int) and status >= 500
+    return type(exc).__module__.startswith("aiohttp")
+
+
 _TABLE_WAIT_SECONDS = 60.0
 
 

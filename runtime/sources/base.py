@@ -33,6 +33,14 @@ class SourceError(Exception):
     """A problem with the event source itself (missing queue, bad setting): shown to the user."""
 
 
+class SourceUnreachable(SourceError):
+    """The source did not answer (connection refused or reset, a timeout, a server error).
+
+    Unlike a configuration problem this goes away by itself when the broker or service comes
+    back: the mapping stays enabled and is retried with back-off, as Lambda keeps such a
+    mapping Enabled with ``LastProcessingResult: PROBLEM: Connection error...``."""
+
+
 class EventShape(Protocol):
     # Bytes of the event envelope around the records (e.g. ``{"Records":[]}``).
     envelope_bytes: int

@@ -42,7 +42,7 @@ from runtime.invoke.response import IdentifierParser
 from runtime.metrics import OFFSET_LAG, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
-from runtime.sources.base import Assignment, SourceError, UnitSink
+from runtime.sources.base import Assignment, SourceError, SourceUnreachable, UnitSink
 from runtime.sources.kafka_auth import redacted
 from runtime.sources.kafka_records import (
     envelope_size,
@@ -144,7 +144,12 @@ class KafkaSource:
             self._consumer = Consumer(conf, logger=None)
         except Exception as exc:
             raise SourceError(f"invalid Kafka consumer settings: {exc}") from exc
-        await self._check_topic()
+        try:
+            await self._check_topic()
+        except SourceError:
+            self._consumer.close()  # frees librdkafka's threads before a retry
+            self._consumer = None
+            raise
         self._consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -175,7 +180,8 @@ class KafkaSource:
                 None, lambda: self._consumer.list_topics(self.topic, timeout=15)
             )
         except Exception as exc:
-            raise SourceError(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
+            kind = SourceUnreachable if _unreachable(exc) else SourceError
+            raise kind(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
         topic = md.topics.get(self.topic)
         if topic is None or topic.error is not None:
             reason = topic.error if topic is not None else "unknown topic"
@@ -482,3 +488,21 @@ def _quietly(fn: Callable[[list[TopicPartition]], Any], tps: list[TopicPartition
     """Pause/resume partitions that may have been unassigned meanwhile."""
     with contextlib.suppress(KafkaException):
         fn(tps)
+
+
+# librdkafka's errors for brokers that do not answer (as opposed to refused credentials or a
+# bad request): the mapping waits for them instead of failing.
+_UNREACHABLE_CODES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError.BROKER_NOT_AVAILABLE,
+    }
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() in _UNREACHABLE_CODES

@@ -15,8 +15,8 @@ from runtime.config.resolved import Mapping
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
 from runtime.metrics import MappingMetrics
-from runtime.sources.aws import AwsClients
-from runtime.sources.base import SourceError
+from runtime.sources.aws import AwsClients, is_unreachable
+from runtime.sources.base import SourceError, SourceUnreachable
 from runtime.sources.kafka import KafkaSource
 from runtime.sources.kafka_auth import librdkafka_security, secret_uris
 from runtime.sources.kafka_secrets import resolve_secrets
@@ -55,7 +55,8 @@ async def make_kafka_source(
         try:
             response = await client.get_bootstrap_brokers(ClusterArn=arn)
         except Exception as exc:
-            raise SourceError(f"cannot get the brokers of MSK cluster {arn}: {exc}") from exc
+            kind = SourceUnreachable if is_unreachable(exc) else SourceError
+            raise kind(f"cannot get the brokers of MSK cluster {arn}: {exc}") from exc
         bootstrap = msk_broker_string(response, {a.type for a in access})
         kafka_cfg = raw.amazon_managed_kafka_event_source_config
     assert raw.topics

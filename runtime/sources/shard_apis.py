@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from runtime.config.model import StartingPosition
 from runtime.leases.store import Position
-from runtime.sources.aws import AwsClients, error_code
-from runtime.sources.base import SourceError
+from runtime.sources.aws import AwsClients, error_code, is_unreachable
+from runtime.sources.base import SourceError, SourceUnreachable
 from runtime.sources.stream_records import (
     KINESIS_OVERHEAD,
     dynamodb_payload,
@@ -131,7 +131,9 @@ class KinesisApi:
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 raise SourceError(f"Stream not found: {self._arn}") from exc
-            raise SourceError(f"cannot reach Kinesis stream {self._arn}: {exc}") from exc
+            if is_unreachable(exc):
+                raise SourceUnreachable(f"cannot reach Kinesis stream {self._arn}: {exc}") from exc
+            raise SourceError(f"cannot use Kinesis stream {self._arn}: {exc}") from exc
 
     async def list_shards(self) -> list[Shard]:
         client = await self._client()
@@ -290,7 +292,8 @@ class KinesisFanOutApi(KinesisApi):
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 raise SourceError(f"Stream consumer not found: {self.consumer_arn}") from exc
-            raise SourceError(f"cannot describe consumer {self.consumer_arn}: {exc}") from exc
+            kind = SourceUnreachable if is_unreachable(exc) else SourceError
+            raise kind(f"cannot describe consumer {self.consumer_arn}: {exc}") from exc
         status = got["ConsumerDescription"]["ConsumerStatus"]
         if status != "ACTIVE":
             raise SourceError(f"stream consumer {self.consumer_arn} is {status}, not ACTIVE")
@@ -334,7 +337,9 @@ class DynamoDbStreamsApi:
         except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 raise SourceError(f"Stream not found: {self._arn}") from exc
-            raise SourceError(f"cannot reach DynamoDB stream {self._arn}: {exc}") from exc
+            if is_unreachable(exc):
+                raise SourceUnreachable(f"cannot reach DynamoDB stream {self._arn}: {exc}") from exc
+            raise SourceError(f"cannot use DynamoDB stream {self._arn}: {exc}") from exc
 
     async def list_shards(self) -> list[Shard]:
         client = await self._client()

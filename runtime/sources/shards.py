@@ -43,8 +43,8 @@ from runtime.leases.store import END, Lease, LeaseStore, Position
 from runtime.metrics import ITERATOR_AGE, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
-from runtime.sources.aws import error_code
-from runtime.sources.base import Assignment, SourceError, UnitSink
+from runtime.sources.aws import error_code, is_unreachable
+from runtime.sources.base import Assignment, SourceError, SourceUnreachable, UnitSink
 from runtime.sources.shard_apis import ExpiredIterator, Shard, ShardApi, Throttled
 from runtime.sources.stream_records import StreamShape, stream_identifier
 
@@ -194,7 +194,8 @@ class ShardSource:
         except SourceError:
             raise
         except Exception as exc:
-            raise SourceError(f"cannot start reading {self.mapping.source.arn}: {exc}") from exc
+            kind = SourceUnreachable if is_unreachable(exc) else SourceError
+            raise kind(f"cannot start reading {self.mapping.source.arn}: {exc}") from exc
         self._coordinator = LeaseCoordinator(
             self._store,
             self,

@@ -29,8 +29,8 @@ from runtime.config.settings import Settings
 from runtime.invoke.response import IdentifierParser, string_identifier
 from runtime.metrics import MappingMetrics
 from runtime.pipeline.records import Record
-from runtime.sources.aws import AwsClients, error_code
-from runtime.sources.base import SourceError
+from runtime.sources.aws import AwsClients, error_code, is_unreachable
+from runtime.sources.base import SourceError, SourceUnreachable
 
 log = structlog.get_logger("runtime.sources.sqs")
 
@@ -188,7 +188,9 @@ class SqsSource:
             code = error_code(exc)
             if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
                 raise SourceError(f"queue {self._arn} does not exist (SQS error {code})") from exc
-            raise SourceError(f"cannot reach queue {self._arn}: {exc}") from exc
+            if is_unreachable(exc):
+                raise SourceUnreachable(f"cannot reach queue {self._arn}: {exc}") from exc
+            raise SourceError(f"cannot use queue {self._arn}: {exc}") from exc
         self.visibility_timeout = int(attrs["Attributes"]["VisibilityTimeout"])
         timeout = self.mapping.function.timeout_seconds
         if timeout > self.visibility_timeout:

@@ -50,6 +50,9 @@ class WorkerPlan:
     # This worker process's name as a shard lease owner (set by the supervisor per start, so
     # that it can free a dead worker's leases at once).
     lease_owner: str = ""
+    # Mappings whose source did not answer the supervisor (set per start): the worker starts
+    # them in the background instead of making its readiness wait for their timeouts.
+    unreachable: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -63,6 +66,7 @@ class WorkerPlan:
                 "count": self.count,
                 "reserved": self.reserved,
                 "lease_owner": self.lease_owner,
+                "unreachable": list(self.unreachable),
                 "shares": {u: [s.initial, s.maximum] for u, s in self.shares.items()},
             },
             separators=(",", ":"),
@@ -77,6 +81,7 @@ class WorkerPlan:
             count=d["count"],
             reserved=d["reserved"],
             lease_owner=d.get("lease_owner", ""),
+            unreachable=tuple(d.get("unreachable", ())),
             shares={u: Share(i, m) for u, (i, m) in d["shares"].items()},
         )
 

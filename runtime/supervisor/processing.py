@@ -17,6 +17,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 NO_RECORDS = "No records processed"
 OK = "OK"
 FUNCTION_FAILED = "PROBLEM: Function call failed"
+# Lambda's text for a source it cannot connect to; ours adds what failed.
+CONNECTION_ERROR = (
+    "PROBLEM: Connection error. Please check your event source connection configuration."
+)
 
 _UUID = "event_source_mapping_uuid"
 
@@ -27,9 +31,20 @@ class ProcessingResults:
         MultiProcessCollector(self._registry)  # type: ignore[no-untyped-call]
         self._seen: dict[str, tuple[float, float]] = {}
         self._results: dict[str, str] = {}
+        self._problems: dict[str, str] = {}
 
     def result(self, mapping_uuid: str) -> str:
+        problem = self._problems.get(mapping_uuid)
+        if problem is not None:
+            return f"{CONNECTION_ERROR} ({problem})"
         return self._results.get(mapping_uuid, NO_RECORDS)
+
+    def set_problem(self, mapping_uuid: str, problem: str | None) -> None:
+        """A source that does not answer wins over the last batch's result until it does."""
+        if problem is None:
+            self._problems.pop(mapping_uuid, None)
+        else:
+            self._problems[mapping_uuid] = problem
 
     def update(self) -> None:
         """Read the counters of every process and move each mapping's result on."""

@@ -47,12 +47,19 @@ from runtime.api.store import MappingStore, MappingStoreError
 from runtime.config.resolved import Mapping, RuntimeConfig
 from runtime.config.settings import Settings
 from runtime.config.sources import SourceKind
-from runtime.metrics import WORKER_RESTARTS, WORKER_SHARE, WORKERS_ALIVE, MappingMetrics
+from runtime.metrics import (
+    SOURCE_UNREACHABLE,
+    WORKER_RESTARTS,
+    WORKER_SHARE,
+    WORKERS_ALIVE,
+    MappingMetrics,
+)
 from runtime.sources.aws import AwsClients
-from runtime.sources.base import SourceError
+from runtime.sources.base import SourceError, SourceUnreachable
 from runtime.supervisor.http import build_app, start_http
 from runtime.supervisor.mapping_sync import MappingSync, api_credentials, open_store
 from runtime.supervisor.plan import WorkerPlan, plan_workers
+from runtime.supervisor.processing import ProcessingResults
 from runtime.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_STALLED
 
 log = structlog.get_logger("runtime.supervisor")
@@ -142,23 +149,33 @@ async def check_source(m: Mapping, clients: AwsClients, settings: Settings) -> N
 
 
 async def check_sources(
-    config: RuntimeConfig, settings: Settings, only: frozenset[str] | None = None
-) -> dict[str, str]:
-    """Connect to every enabled mapping's source once (or those in ``only``); return the
-    problems found, by mapping UUID."""
+    config: RuntimeConfig, settings: Settings
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Connect to every enabled mapping's source once; return the problems found by mapping
+    UUID: those of the configuration (a missing queue, a bad setting), then the sources that
+    did not answer (which the workers wait for)."""
     problems: dict[str, str] = {}
+    unreachable: dict[str, str] = {}
     clients = AwsClients(settings, max_pool_connections=8)
-    try:
-        for m in config.mappings:
-            if not m.enabled or (only is not None and m.uuid not in only):
-                continue
-            try:
-                await check_source(m, clients, settings)
-            except SourceError as exc:
-                problems[m.uuid] = str(exc)
+
+    async def check(m: Mapping) -> None:
+        try:
+            await check_source(m, clients, settings)
+        except SourceUnreachable as exc:
+            unreachable[m.uuid] = str(exc)
+        except SourceError as exc:
+            problems[m.uuid] = str(exc)
+
+    try:  # at once: a broker that does not answer takes its whole timeout
+        await asyncio.gather(*(check(m) for m in config.mappings if m.enabled))
     finally:
         await clients.close()
-    return problems
+    # In the file's order, for the messages.
+    order = {m.uuid: i for i, m in enumerate(config.mappings)}
+    return (
+        dict(sorted(problems.items(), key=lambda kv: order[kv[0]])),
+        dict(sorted(unreachable.items(), key=lambda kv: order[kv[0]])),
+    )
 
 
 def source_checker(settings: Settings) -> Callable[[Mapping], Awaitable[str | None]]:
@@ -168,10 +185,12 @@ def source_checker(settings: Settings) -> Callable[[Mapping], Awaitable[str | No
         clients = AwsClients(settings, max_pool_connections=4)
         try:
             await asyncio.wait_for(check_source(m, clients, settings), _API_CHECK_SECONDS)
+        except SourceUnreachable:
+            return None  # runs: its workers wait for the source and report it
         except SourceError as exc:
             return str(exc)
         except TimeoutError:
-            return f"the event source did not answer within {_API_CHECK_SECONDS:g} s"
+            return None
         finally:
             await clients.close()
         return None
@@ -202,15 +221,51 @@ class Supervisor:
         self._apply_lock = asyncio.Lock()
         self._documents_dir: str | None = None
         self._documents = 0
+        self._unreachable: dict[str, str] = {}  # mapping UUID -> why its source is not read
+        self._processing: ProcessingResults | None = None
 
     def readiness(self) -> tuple[bool, str]:
+        """Ready when every worker is. A mapping waiting for an unreachable source does not
+        make the pod unready (its other mappings, its API and its metrics work, and taking it
+        out of its Services would hide exactly the metrics that show the problem): it is
+        named in the text instead."""
         if self._draining:
             return False, "draining"
         # Workers started by a mapping change count once they were ready: a new mapping that
         # cannot start must not take the pod (and its API, to fix it) out of its Service.
         live = [s for s in self.slots if not s.retired and (s.initial or s.ever_ready)]
         ready = sum(1 for s in live if s.ready)
-        return ready == len(live), f"{ready}/{len(live)} workers ready"
+        text = f"{ready}/{len(live)} workers ready"
+        running = {m.uuid for m in self.config.mappings if m.enabled}
+        waiting = {u: p for u, p in self._unreachable.items() if u in running}
+        if waiting:
+            text += "; event sources unreachable (retrying): " + "; ".join(
+                f"{u}: {p}" for u, p in sorted(waiting.items())
+            )
+        return ready == len(live), text
+
+    def _source_problem(self, mapping_uuid: str, problem: str | None) -> None:
+        """A worker (or the start-up check) found a mapping's source unreachable, or working
+        again: kept for /readyz, the esm_event_source_unreachable gauge and the mapping API's
+        LastProcessingResult."""
+        function = next(
+            (m.function.name for m in self.config.mappings if m.uuid == mapping_uuid), ""
+        )
+        if problem is None:
+            if self._unreachable.pop(mapping_uuid, None) is not None:
+                log.info("event source reachable again", mapping=mapping_uuid)
+        else:
+            if mapping_uuid not in self._unreachable:
+                log.error(
+                    "event source unreachable; the mapping stays enabled and is retried",
+                    mapping=mapping_uuid,
+                    function=function,
+                    problem=problem[:500],
+                )
+            self._unreachable[mapping_uuid] = problem
+        SOURCE_UNREACHABLE.labels(function, mapping_uuid).set(0 if problem is None else 1)
+        if self._processing is not None:
+            self._processing.set_problem(mapping_uuid, problem)
 
     def request_stop(self, reason: str) -> None:
         if not self._stopping.is_set():
@@ -233,7 +288,10 @@ class Supervisor:
                 return opened
             api = opened
         declared = api.sync.catalog.declared if api is not None else frozenset()
-        problems = await check_sources(self.config, self.settings)
+        problems, unreachable = await check_sources(self.config, self.settings)
+        for m in self.config.mappings:
+            if m.uuid in unreachable:
+                self._source_problem(m.uuid, unreachable[m.uuid])
         fatal = [
             f"eventSourceMappings[{m.index}]: {problems[m.uuid]}"
             for m in self.config.mappings
@@ -311,6 +369,7 @@ class Supervisor:
             await clients.close()
             return self._refuse("mapping store", [str(exc)])
         self.config = catalog.config
+        self._processing = sync.results
         service = MappingService(
             document=self._document,
             path=self.config_path,
@@ -370,6 +429,9 @@ class Supervisor:
                     workers=len(retiring),
                 )
                 await self._retire(retiring)
+            kept = {m.uuid for m in new.mappings if m.enabled}
+            for gone in [u for u in self._unreachable if u not in kept]:
+                self._source_problem(gone, None)  # no longer run: nothing to wait for
             self.config, self._worker_config_path = new, path
             self.slots = [s for s in self.slots if s not in retiring]
             fresh = [
@@ -488,6 +550,7 @@ class Supervisor:
         slot.plan = dataclasses.replace(
             slot.plan,
             lease_owner=f"{self.settings.pod_name}/{slot.plan.name}/{uuid.uuid4().hex[:8]}",
+            unreachable=tuple(sorted(u for u in slot.plan.shares if u in self._unreachable)),
         )
         parent, child = socket.socketpair()
         slot.process = await asyncio.create_subprocess_exec(
@@ -523,6 +586,9 @@ class Supervisor:
                     slot.ready = False
                 elif event == "failed":
                     slot.problems = [str(p) for p in msg.get("problems", [])]
+                elif event == "source" and isinstance(msg.get("mapping"), str):
+                    problem = msg.get("problem")
+                    self._source_problem(msg["mapping"], str(problem) if problem else None)
         finally:
             writer.close()
 

@@ -499,9 +499,11 @@ def test_pods_sharing_a_dynamodb_store_converge(runtime_factory, sqs, tmp_path, 
     wait_state(a, uuid2, "Enabled", timeout=10)
 
 
-def test_a_stored_mapping_whose_source_fails_leaves_the_function_running(
+def test_a_stored_mapping_whose_broker_is_unreachable_stays_enabled_with_the_problem(
     runtime_factory, sqs, tmp_path, record_file
 ):
+    """As on Lambda: the mapping is Enabled and LastProcessingResult says PROBLEM: Connection
+    error; its workers retry the broker while the function's other mapping keeps running."""
     declared_q = Queue.create(sqs)
     rt, client, _ = start_api_runtime(
         runtime_factory, tmp_path, record_file,
@@ -515,18 +517,23 @@ def test_a_stored_mapping_whose_source_fails_leaves_the_function_running(
         StartingPosition="TRIM_HORIZON",
     )["UUID"]
     got = wait_until(
-        lambda: (m := client.get_event_source_mapping(UUID=bad))["State"] == "Disabled" and m,
-        60, what="the unusable mapping to show Disabled",
+        lambda: (
+            (m := client.get_event_source_mapping(UUID=bad))["State"] == "Enabled"
+            and m["LastProcessingResult"].startswith("PROBLEM: Connection error.")
+            and m
+        ),
+        90, what="the unreachable mapping to show Enabled with the problem",
     )  # fmt: skip
-    assert got["LastProcessingResult"].startswith("PROBLEM: source: ")
-    assert got["StateTransitionReason"] == "ESM_CONFIG_NOT_VALID"
+    assert f"cannot reach Kafka at {closed}" in got["LastProcessingResult"]
     # The function's other mapping kept running, and the pod stayed ready.
     [sid] = declared_q.send([{"n": 1}])
     wait_until(lambda: any(sid in i.message_ids for i in read_invocations(record_file)), 30)
-    assert rt.get("/readyz")[0] == 200
-    assert "stored mapping not run: its source failed" in rt.logs()
+    status, text = rt.get("/readyz")
+    assert status == 200 and bad in text
+    assert "event source unreachable; the mapping stays enabled and is retried" in rt.logs()
     client.delete_event_source_mapping(UUID=bad)
-    wait_until(lambda: len(client.list_event_source_mappings()["EventSourceMappings"]) == 1, 30)
+    wait_until(lambda: len(client.list_event_source_mappings()["EventSourceMappings"]) == 1, 60)
+    assert bad not in rt.get("/readyz")[1]
 
 
 def test_a_stream_mapping_disabled_then_enabled_resumes_from_its_checkpoint(
