@@ -27,6 +27,7 @@ class Invocation:
     lanes: list[str | None]
     keys: list[str]
     ns: list[int]
+    failed: bool = False  # the handler raised
 
 
 @dataclass
@@ -55,6 +56,7 @@ def read(path: Path) -> list[Invocation]:
         return []
     starts: dict[str, dict[str, Any]] = {}
     ends: dict[str, float] = {}
+    failed: set[str] = set()
     for line in path.read_text().split("\n")[:-1]:
         if not line.strip():
             continue
@@ -63,8 +65,12 @@ def read(path: Path) -> list[Invocation]:
             starts[rec["rid"]] = rec
         else:
             ends[rec["rid"]] = rec["t"]
+            if rec.get("failed"):
+                failed.add(rec["rid"])
     out = [
-        Invocation(rid, s["pid"], s["t"], ends.get(rid), s["lanes"], s["keys"], s["ns"])
+        Invocation(
+            rid, s["pid"], s["t"], ends.get(rid), s["lanes"], s["keys"], s["ns"], rid in failed
+        )
         for rid, s in starts.items()
     ]
     out.sort(key=lambda i: i.start)
@@ -72,7 +78,8 @@ def read(path: Path) -> list[Invocation]:
 
 
 def completed_numbers(invocations: list[Invocation]) -> Counter[int]:
-    return Counter(n for i in invocations if i.end is not None for n in i.ns)
+    """Numbers of invocations that ended without raising."""
+    return Counter(n for i in invocations if i.end is not None and not i.failed for n in i.ns)
 
 
 def check(

@@ -20,6 +20,12 @@ import time
 from typing import Any
 
 _SLEEP = float(os.environ.get("CHAOS_SLEEP", "0.02"))
+# Numbers n with n % CHAOS_POISON_MOD == CHAOS_POISON_MOD // 2 fail their batch (0: none).
+_POISON_MOD = int(os.environ.get("CHAOS_POISON_MOD", "0"))
+
+
+def poisoned(n: int) -> bool:
+    return _POISON_MOD > 0 and n % _POISON_MOD == _POISON_MOD // 2
 
 
 def _value(text: str) -> dict[str, Any]:
@@ -82,4 +88,7 @@ def handler(event: dict[str, Any], context: Any) -> None:
         }
     )
     time.sleep(_SLEEP)
-    _write({"phase": "end", "t": time.time(), "pid": os.getpid(), "rid": rid})
+    failed = any(poisoned(n) for _, _, n in found)
+    _write({"phase": "end", "t": time.time(), "pid": os.getpid(), "rid": rid, "failed": failed})
+    if failed:
+        raise RuntimeError("poison record")
