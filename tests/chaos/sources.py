@@ -99,6 +99,7 @@ def make(name: str, *, sqs: Any, aws_endpoint: str, kafka_bootstrap: str | None)
                     "Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [kafka_bootstrap]}
                 },
                 "Topics": [topic],
+                "SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": f"g-{topic}"},
                 "StartingPosition": "TRIM_HORIZON",
                 "BatchSize": 10,
                 "MaximumBatchingWindowInSeconds": 0,

@@ -24,6 +24,7 @@ import pytest
 from tests.chaos.invariants import Invocation, check, completed_numbers, read
 from tests.chaos.sources import RESTART_ENV, SOURCES, Source, config, make
 from tests.support.aws import wait_until
+from tests.support.kafka import copy_group_offsets
 from tests.support.runtime import RuntimeProcess
 
 pytestmark = pytest.mark.integration
@@ -132,6 +133,20 @@ def unexplained_duplicates(invocations: list[Invocation], deaths: dict[int, floa
     return sorted(n for n, c in done.items() if c > 1 and n not in exposed)
 
 
+def tansu_fresh_group(source: Source, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Tansu (0.5) sometimes keeps a member that left as the group's leader, and then no new
+    member of that group is ever assigned a partition ("Group rebalance in progress" forever).
+    A second life therefore reads as a new group that starts exactly where the first one's
+    commits ended: the test checks what the drained runtime committed, not Tansu's groups."""
+    [mapping] = cfg["eventSourceMappings"]
+    old = mapping["SelfManagedKafkaEventSourceConfig"]["ConsumerGroupId"]
+    new = f"{old}-next"
+    [bootstrap] = source.mapping["SelfManagedEventSource"]["Endpoints"]["KAFKA_BOOTSTRAP_SERVERS"]
+    copy_group_offsets(bootstrap, source.mapping["Topics"][0], old, new)
+    mapping = {**mapping, "SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": new}}
+    return {**cfg, "eventSourceMappings": [mapping]}
+
+
 def alive(pid: int) -> bool:
     """Running (an exited orphan may linger as a zombie until its new parent reaps it)."""
     try:
@@ -207,6 +222,8 @@ def test_sigterm_under_load_drains_without_duplicates(name, source_of, runtime_f
     drained = time.monotonic() - began
     assert all(i.end is not None for i in read(record_file)), "a batch was cut short"
     # A second life finishes the rest: nothing lost, nothing done twice across the two.
+    if source.name == "kafka":
+        cfg = tansu_fresh_group(source, cfg)
     rt2 = runtime_factory(cfg, workers=2, env=env).start(timeout=60)
     wait_all_done(record_file, count, 120)
     time.sleep(1)
@@ -241,7 +258,13 @@ def test_kill9_the_pod_and_start_another(name, whole_pod, source_of, runtime_fac
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         died = time.time()
-        new = runtime_factory(cfg, workers=2, env={**source.pod_env("pod-b"), **extra})
+        new_cfg = cfg
+        if source.name == "kafka":
+            # See tansu_fresh_group: the new pod reads as a fresh group seeded with the old
+            # one's final commits, so it starts once the old pod's workers are gone.
+            wait_until(lambda: not any(alive(p) for p in workers), 30, what="old workers gone")
+            new_cfg = tansu_fresh_group(source, cfg)
+        new = runtime_factory(new_cfg, workers=2, env={**source.pod_env("pod-b"), **extra})
         new.start(timeout=60)
         time.sleep(2)
     total = producer.produced

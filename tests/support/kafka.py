@@ -98,3 +98,25 @@ KAFKA_ENV = {
     "ESM_KAFKA_FETCH_WAIT_MAX_MS": "10",
     "ESM_RETRY_BACKOFF_SECONDS": "0.1",
 }
+
+
+def copy_group_offsets(bootstrap: str, topic: str, old_group: str, new_group: str) -> None:
+    """Commit ``old_group``'s committed offsets of ``topic`` as ``new_group``'s."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    wanted = [TopicPartition(topic, p) for p in partitions]
+    old = Consumer({"bootstrap.servers": bootstrap, "group.id": old_group})
+    try:
+        committed = [p for p in old.committed(wanted, timeout=10) if p.offset >= 0]
+    finally:
+        old.close()
+    new = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": new_group, "enable.auto.commit": False}
+    )
+    try:
+        if committed:
+            new.commit(offsets=committed, asynchronous=False)
+    finally:
+        new.close()
