@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Hashable
 from importlib import resources
@@ -425,7 +426,7 @@ async def _fetch_kafka(m: Mapping, clients: Any, settings: Settings, limit: int)
     conf["enable.auto.commit"] = False  # whatever ESM_KAFKA_CONSUMER_CONFIG says
 
     def read() -> list[dict[str, Any]]:
-        consumer = Consumer(conf, logger=None)
+        consumer = Consumer(conf, logger=logging.getLogger("librdkafka"))
         try:
             meta = consumer.list_topics(source.topic, timeout=10)
             partitions = [

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Hashable
@@ -55,6 +56,10 @@ from runtime.sources.kafka_records import (
 )
 
 log = structlog.get_logger("runtime.sources.kafka")
+# librdkafka's own lines (connection failures, group errors) through the standard library, so
+# they are rendered like every other line (JSON, timestamp, level) instead of raw "%3|..." text
+# on stderr. They are delivered by the consumer's poll calls.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 _CONSUME_BATCH = 1000
 _CONSUME_TIMEOUT = 0.05
@@ -141,7 +146,7 @@ class KafkaSource:
         conf = self.consumer_config()
         log.info("kafka consumer", settings=redacted(conf))
         try:
-            self._consumer = Consumer(conf, logger=None)
+            self._consumer = Consumer(conf, logger=LIBRDKAFKA_LOG)
         except Exception as exc:
             raise SourceError(f"invalid Kafka consumer settings: {exc}") from exc
         try:
@@ -164,7 +169,7 @@ class KafkaSource:
     async def check(self) -> None:
         """Pre-flight (supervisor): the brokers answer and the topic exists."""
         try:
-            self._consumer = Consumer(self.consumer_config(), logger=None)
+            self._consumer = Consumer(self.consumer_config(), logger=LIBRDKAFKA_LOG)
         except Exception as exc:
             raise SourceError(f"invalid Kafka consumer settings: {exc}") from exc
         try:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.chaos.invariants import completed_numbers, read
 from tests.chaos.sources import HANDLER
+from tests.chaos.test_faults import report
 from tests.support.aws import Queue, wait_until
 from tests.support.kafka import KAFKA_ENV, create_topic, produce
 from tests.support.netfault import ProxiedTansu, TcpProxy
@@ -67,6 +68,10 @@ def test_an_unreachable_kafka_broker_waits_while_the_other_mappings_run(
         )
         assert kafka_uuid in text
         assert "event source unreachable; the mapping stays enabled and is retried" in rt.logs()
+        # librdkafka's own complaints come as log lines like every other, not raw "%3|..."
+        lines = rt.logs().splitlines()
+        assert not [x for x in lines if x.startswith("%")], "raw librdkafka output"
+        assert any('"logger": "librdkafka"' in x and "FAIL" in x for x in lines)
         time.sleep(3)  # a few retries with back-off: still running, nothing crash-loops
         assert rt.proc is not None and rt.proc.poll() is None
         assert rt.metric("esm_worker_restarts_total") == 0
@@ -83,6 +88,10 @@ def test_an_unreachable_kafka_broker_waits_while_the_other_mappings_run(
         assert "unreachable" not in rt.get("/readyz")[1]
         print(f"ready {started:.2f} s after start with the broker down; "
               f"records read {recovered:.2f} s after it came back")  # fmt: skip
+        report("broker unreachable at start", "kafka", {
+            "produced": 11, "lost": 0, "duplicates": 0, "order_violations": 0, "overlaps": 0,
+            "kills": "broker down at start", "max_recovery_s": round(recovered, 2),
+        })  # fmt: skip
         assert rt.stop() == 0
     finally:
         broker.stop()
@@ -107,7 +116,13 @@ def test_an_unreachable_sqs_endpoint_is_waited_for(sqs, aws_endpoint, runtime_fa
         time.sleep(2)
         assert not completed_numbers(read(record_file))
         proxy.restore()
+        back = time.monotonic()
         wait_until(lambda: 0 in completed_numbers(read(record_file)), 60, what="SQS read")
+        report("broker unreachable at start", "sqs", {
+            "produced": 1, "lost": 0, "duplicates": 0, "order_violations": 0, "overlaps": 0,
+            "kills": "endpoint down at start",
+            "max_recovery_s": round(time.monotonic() - back, 2),
+        })  # fmt: skip
         assert rt.stop() == 0
     finally:
         proxy.stop()
