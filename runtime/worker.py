@@ -111,6 +111,16 @@ def retry_settings(
     return policy, destination
 
 
+def resident_mb() -> float:
+    """This process's resident memory (Linux), in MiB; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def record_filter(m: Mapping) -> RecordFilter | None:
     return RecordFilter(m.source.kind, list(m.filter_patterns)) if m.filter_patterns else None
 
@@ -403,8 +413,22 @@ class Worker:
         self.request_stop(EXIT_OK, "supervisor went away")
 
     async def _tick(self) -> None:
+        limit = self.settings.worker_memory_limit_mb
         while True:
             self._last_tick = time.monotonic()
+            if limit is not None and not self._stop.is_set():
+                rss = resident_mb()
+                if rss > limit:
+                    # A leaking handler: finish the batches in flight, then the supervisor
+                    # starts a fresh process at once (before the container's hard limit
+                    # kills the whole pod mid-batch).
+                    log.warning(
+                        "worker memory above its limit; recycling after its in-flight batches",
+                        resident_mb=round(rss, 1),
+                        limit_mb=limit,
+                    )
+                    self._send({"event": "recycle", "reason": "memory"})
+                    self.request_stop(EXIT_RECYCLE, "memory limit")
             await asyncio.sleep(0.5)
 
     def _start_watchdog(self) -> None:

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     drain_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
     worker_restart_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     worker_restart_backoff_max_seconds: float = Field(default=30.0, ge=0, le=600)
+    worker_memory_limit_mb: int | None = Field(
+        default=None,
+        ge=32,
+        le=1_048_576,
+        description="A worker whose resident memory passes this many MiB finishes its "
+        "in-flight batches and is replaced by a fresh process (a leaking handler). Unset: no "
+        "limit but the container's.",
+    )
     source_retry_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -24,6 +24,11 @@ _SLEEP = float(os.environ.get("CHAOS_SLEEP", "0.02"))
 _POISON_MOD = int(os.environ.get("CHAOS_POISON_MOD", "0"))
 
 
+# Memory each invocation keeps for good (a leaking handler), in MiB.
+_LEAK_MB = int(os.environ.get("CHAOS_LEAK_MB", "0"))
+_LEAKED: list[bytes] = []
+
+
 def poisoned(n: int) -> bool:
     return _POISON_MOD > 0 and n % _POISON_MOD == _POISON_MOD // 2
 
@@ -88,6 +93,8 @@ def handler(event: dict[str, Any], context: Any) -> None:
         }
     )
     time.sleep(_SLEEP)
+    if _LEAK_MB:
+        _LEAKED.append(b"x" * (_LEAK_MB << 20))
     failed = any(poisoned(n) for _, _, n in found)
     _write({"phase": "end", "t": time.time(), "pid": os.getpid(), "rid": rid, "failed": failed})
     if failed:
