@@ -1,7 +1,9 @@
 """A TCP proxy on 127.0.0.1 that tests can cut: network faults between the runtime and a broker.
 
 The proxy forwards every connection to one upstream address. ``cut()`` closes every open
-connection and refuses new ones (the peer sees resets) until ``restore()``. It runs its own
+connection and refuses new ones (the peer sees resets) until ``restore()``; ``stall()`` keeps
+connections open but holds every byte (a black-holed link) and ``slow(seconds)`` delays each
+chunk, until ``restore()``. It runs its own
 event loop on a thread, so tests drive it from plain synchronous code.
 
 A Kafka client talks to the addresses the broker *advertises*, so a broker under test must
@@ -24,6 +26,8 @@ class TcpProxy:
         self.upstream_port = upstream_port
         self.port = port or free_port()
         self._cut = False
+        self._stalled = False
+        self._delay = 0.0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -44,8 +48,18 @@ class TcpProxy:
         self._cut = True
         asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
 
+    def stall(self) -> None:
+        """Hold every byte in both directions (connections stay open)."""
+        self._stalled = True
+
+    def slow(self, seconds: float) -> None:
+        """Delay every chunk forwarded by ``seconds``."""
+        self._delay = seconds
+
     def restore(self) -> None:
         self._cut = False
+        self._stalled = False
+        self._delay = 0.0
 
     # ------------------------------------------------------------------ loop thread
 
@@ -80,6 +94,10 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                while self._stalled and not self._cut:  # noqa: ASYNC110 (set from another thread)
+                    await asyncio.sleep(0.05)
+                if self._delay:
+                    await asyncio.sleep(self._delay)
                 if self._cut:
                     break
                 writer.write(data)
