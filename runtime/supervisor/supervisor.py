@@ -526,6 +526,10 @@ class Supervisor:
                 else:
                     kind = "shard_leases"
                 held[mapping_uuid] = f"{kind}:{share.maximum}"
+                # Present (at 0) from the start, for dashboards and alerts.
+                SOURCE_UNREACHABLE.labels(plan.function, mapping_uuid).set(
+                    1 if mapping_uuid in self._unreachable else 0
+                )
                 WORKER_SHARE.labels(plan.function, mapping_uuid, str(plan.index)).set(share.maximum)
             log.info("worker plan", worker=plan.name, mappings=held, reserved=plan.reserved)
 
