@@ -39,7 +39,7 @@ import math
 import random
 import time
 import zlib
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -57,6 +57,9 @@ SCAN_SECONDS = 2.0
 # failover time less a margin (10 %, at least half a second, which covers the fence's own
 # checking interval), before anyone else may take it.
 FENCE_CHECK_SECONDS = 0.1
+# How a checkpoint refused by the store itself (a timeout, a throttle) begins: the lease is
+# still ours, so the write may be tried again; every other refusal is final.
+STORE_FAILED = "lease store: "
 
 
 def fence_after(failover: float) -> float:
@@ -189,25 +192,52 @@ class LeaseCoordinator:
                 return "the shard has ended"
             started = time.monotonic()
             try:
-                got = await self._call(self.store.checkpoint(h.lease, position))
+                got, found = await self._write_held(
+                    shard,
+                    h,
+                    lambda lease: self.store.checkpoint(lease, position),
+                    lambda now: now.checkpoint == position,
+                )
             except Exception as exc:
-                return f"lease store: {exc!r}"[:500]
+                return f"{STORE_FAILED}{exc!r}"[:500]
             if got is None:
-                now = await self._read_back(shard)
-                if (
-                    now is not None
-                    and now.owner == self.owner
-                    and now.counter == h.lease.counter + 1
-                    and now.checkpoint == position
-                ):
-                    got = now  # ours: applied, answer lost
-                elif self._held.get(shard) is h:
-                    self._drop(shard, "the lease changed owner; the checkpoint was refused")
-                    return "the lease changed owner (checkpoint refused)"
-                else:
+                if self._held.get(shard) is not h:
                     return "the shard's lease is no longer held"
+                self._drop(
+                    shard,
+                    "the lease changed owner; the checkpoint was refused",
+                    held=h.lease,
+                    found=found,
+                )
+                return "the lease changed owner (checkpoint refused)"
             h.lease, h.renewed_at = got, started
             return None
+
+    async def _write_held(
+        self,
+        shard: str,
+        h: Held,
+        write: Callable[[Lease], Awaitable[Lease | None]],
+        applied: Callable[[Lease], bool],
+    ) -> tuple[Lease | None, Lease | None]:
+        """A conditional write under a lease we hold: (the lease written, None) or, when the
+        lease changed owner, (None, the lease as stored). A failed condition while the
+        stored owner is still us means writes of ours landed whose answers we never saw (a
+        call cancelled or timed out after the store applied it, or retried by the client):
+        nobody else can have written since, so when it is this very write (``applied``) it
+        counts, and otherwise we adopt what is stored and write again on top of it."""
+        found: Lease | None = None
+        for _ in range(3):
+            got = await self._call(write(h.lease))
+            if got is not None:
+                return got, None
+            found = await self._read_back(shard)
+            if found is None or found.owner != self.owner or self._held.get(shard) is not h:
+                return None, found
+            if found.counter == h.lease.counter + 1 and applied(found):
+                return found, None
+            h.lease = found  # renewed_at stays: when that write started is unknown
+        return None, found
 
     async def release(self, shard: str, token: int) -> None:
         """Free the lease after the holder's final checkpoint (hand-off, shutdown, shard end)."""
@@ -215,13 +245,22 @@ class LeaseCoordinator:
         if h is None or h.token != token:
             return
         async with h.lock:
-            if self._held.pop(shard, None) is None:
+            if self._held.get(shard) is not h:
                 return
             try:
-                await self._call(self.store.release(h.lease))
+                got, found = await self._write_held(
+                    shard, h, self.store.release, lambda now: now.owner is None
+                )
+                if got is None and found is not None and found.owner is not None:
+                    self._log.warning(
+                        "releasing a lease found it changed", shard=shard, found=_describe(found)
+                    )
             except Exception as exc:
                 # It expires instead; nothing of ours runs on it any more.
                 self._log.warning("releasing a lease failed", shard=shard, error=repr(exc))
+            finally:
+                if self._held.get(shard) is h:
+                    del self._held[shard]
         self.wake()
 
     # ------------------------------------------------------------------ the loops
@@ -278,7 +317,7 @@ class LeaseCoordinator:
                 return
             started = time.monotonic()
             try:
-                got = await self._call(self.store.renew(h.lease))
+                got, found = await self._write_held(shard, h, self.store.renew, lambda now: True)
             except Exception as exc:
                 self._log.warning(
                     "lease renewal failed",
@@ -288,25 +327,26 @@ class LeaseCoordinator:
                 )
                 return
             if got is None:
-                now = await self._read_back(shard)
-                if (
-                    now is not None
-                    and now.owner == self.owner
-                    and now.counter == h.lease.counter + 1
-                ):
-                    got = now  # ours: applied, answer lost
-                else:
-                    self._drop(shard, "the lease was taken or evicted")
-                    return
+                if self._held.get(shard) is h:
+                    self._drop(shard, "the lease was taken or evicted", held=h.lease, found=found)
+                return
             h.lease, h.renewed_at = got, started
             if got.pending_owner and got.pending_owner != self.owner and not h.handing_off:
                 h.handing_off = True
                 self._log.info("handing a shard over on request", shard=shard, to=got.pending_owner)
                 self._holder.hand_off(shard, None)
 
-    def _drop(self, shard: str, reason: str) -> None:
+    def _drop(
+        self, shard: str, reason: str, *, held: Lease | None = None, found: Lease | None = None
+    ) -> None:
+        """``held``/``found``: the lease as we knew it and as the store has it now (the log
+        line then shows who moved it, and how)."""
         if self._held.pop(shard, None) is not None:
-            self._log.warning("lease lost", shard=shard, reason=reason)
+            detail = {}
+            if held is not None:
+                detail["held"] = _describe(held)
+                detail["found"] = _describe(found) if found is not None else "no lease"
+            self._log.warning("lease lost", shard=shard, reason=reason, **detail)
             self._holder.lost(shard)
 
     async def _scan(self) -> None:
@@ -436,6 +476,11 @@ class LeaseCoordinator:
             return False
         seen = self._seen.get(lease.shard)
         return seen is not None and now - seen.since >= self._failover
+
+
+def _describe(lease: Lease) -> str:
+    checkpoint = lease.checkpoint.encode() if lease.checkpoint else None
+    return f"owner={lease.owner} counter={lease.counter} checkpoint={checkpoint}"
 
 
 def eligible_leases(leases: Iterable[Lease]) -> list[Lease]:

@@ -38,7 +38,7 @@ import structlog
 from runtime.config.model import StartingPosition
 from runtime.config.resolved import Mapping
 from runtime.invoke.response import IdentifierParser
-from runtime.leases.coordinator import LeaseCoordinator
+from runtime.leases.coordinator import STORE_FAILED, LeaseCoordinator
 from runtime.leases.store import END, Lease, LeaseStore, Position
 from runtime.metrics import ITERATOR_AGE, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
@@ -51,6 +51,8 @@ from runtime.sources.stream_records import StreamShape, stream_identifier
 log = structlog.get_logger("runtime.sources.shards")
 
 _ERROR_BACKOFF = (0.2, 10.0)
+# Between tries of a final checkpoint the store refused (the lease is still ours).
+FINAL_RETRY_SECONDS = 0.2
 _GONE = object()  # the iterator of a shard that no longer exists
 
 
@@ -169,6 +171,7 @@ class ShardSource:
         self._sync_task: asyncio.Task[None] | None = None
         self._sync_now = asyncio.Event()
         self._fetching = True
+        self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log = log.bind(event_source_mapping_uuid=mapping.uuid)
 
@@ -215,28 +218,59 @@ class ShardSource:
 
     async def close(self) -> None:
         """Shutdown: stop taking leases, hand every owned shard over (the core returns the
-        final checkpoints, written through the leases), free the leases."""
+        final checkpoints, written through the leases), free the leases. The coordinator
+        keeps renewing until then: a drain that outlasts the failover time must not let
+        another worker take a shard whose last batches are not checkpointed yet."""
         self.stop_fetching()
+        self._closing = True
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
-        if self._coordinator is not None:
-            await self._coordinator.stop()
         shards = list(self._shards.values())
         if shards and self._sink is not None:
             final = await self._sink.revoke({st.shard for st in shards})
-            self._sink.confirm(await self.write_checkpoints(final))
+            self._sink.confirm(await self._write_final(final))
             for st in shards:
                 self._shards.pop(st.shard, None)
                 if self._coordinator is not None:
                     await self._coordinator.release(st.shard, st.token)
+        if self._coordinator is not None:
+            await self._coordinator.stop()
         tasks = [st.task for st in shards if st.task is not None] + list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
         await self._store.close()
+
+    async def _write_final(self, checkpoints: list[Checkpoint]) -> list[CheckpointResult]:
+        """The last checkpoints before a lease is freed, tried again while the store fails
+        (a timeout under load) and the lease is still ours: freeing it at an older
+        checkpoint would make the next owner do those batches again. The fence ends the
+        tries (it drops a lease it could not renew in time), so does the failover time."""
+        results = await self.write_checkpoints(checkpoints)
+        deadline = time.monotonic() + self._failover
+        while time.monotonic() < deadline:
+            again = [
+                r.checkpoint
+                for r in results
+                if r.error is not None
+                and r.error.startswith(STORE_FAILED)
+                and self._coordinator is not None
+                and self._coordinator.token_of(str(r.checkpoint.unit)) == r.checkpoint.token
+            ]
+            if not again:
+                break
+            self._log.warning(
+                "final checkpoint failed; trying again while the lease is ours",
+                shards=[str(cp.unit) for cp in again],
+                error=next(r.error for r in results if r.error),
+            )
+            await asyncio.sleep(FINAL_RETRY_SECONDS)
+            retried = {id(r.checkpoint): r for r in await self.write_checkpoints(again)}
+            results = [retried.get(id(r.checkpoint), r) for r in results]
+        return results
 
     # ------------------------------------------------------------------ lease events
 
@@ -283,14 +317,14 @@ class ShardSource:
 
     def hand_off(self, shard: str, within: float | None) -> None:
         st = self._shards.get(shard)
-        if st is not None:
+        if st is not None and not self._closing:  # closing hands every shard over
             self._spawn(self._hand_off(st, within))
 
     async def _hand_off(self, st: ShardState, within: float | None) -> None:
         assert self._sink is not None and self._coordinator is not None
         st.stop()
         final = await self._sink.revoke({st.shard}, wait_seconds=within)
-        self._sink.confirm(await self.write_checkpoints(final))
+        self._sink.confirm(await self._write_final(final))
         if self._shards.get(st.shard) is st:
             del self._shards[st.shard]
         await self._coordinator.release(st.shard, st.token)
@@ -546,7 +580,7 @@ class ShardSource:
             return
         self._log.info("shard ended", shard=st.shard)
         st.stop()
-        self._sink.confirm(await self.write_checkpoints(await self._sink.revoke({st.shard})))
+        self._sink.confirm(await self._write_final(await self._sink.revoke({st.shard})))
         if self._shards.get(st.shard) is st:
             del self._shards[st.shard]
         await self._coordinator.release(st.shard, st.token)

@@ -200,3 +200,76 @@ def test_a_lease_taken_by_another_is_lost_and_its_checkpoint_refused(tmp_path: P
         await store.close()
 
     run(scenario)
+
+
+def test_a_write_of_ours_whose_answer_was_lost_does_not_lose_the_lease(tmp_path: Path) -> None:
+    """A checkpoint call cancelled (or timed out) after the store applied it leaves the
+    owner with an older counter. The next write's condition fails, yet the lease is still
+    ours (same owner): the owner adopts what is stored and writes on top of it, instead of
+    dropping the shard and leaving its newest checkpoint unwritten."""
+
+    async def scenario() -> None:
+        store = SqliteLeaseStore(str(tmp_path), "m")
+        await store.open()
+        await store.ensure([("s0", ())])
+        a, ha = make(store, "a", failover=3.0)
+        a.start()
+        await until(lambda: len(a.held) == 1)
+        token = a.token_of("s0")
+        assert token is not None
+        # The store applies a checkpoint whose answer never reaches the owner.
+        assert await store.checkpoint(a.held["s0"].lease, Position("after", "5")) is not None
+        assert await a.checkpoint("s0", token, Position("after", "9")) is None
+        assert ha.lost == [] and "s0" in a.held
+        [now] = await store.list()
+        assert now.owner == "a" and now.checkpoint == Position("after", "9")
+        # Renewals carry on from there.
+        before = now.counter
+        await until(lambda: a.held["s0"].lease.counter > before)
+        await a.stop()
+        await store.close()
+
+    run(scenario)
+
+
+def test_a_renewal_after_a_lost_answer_keeps_the_lease(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteLeaseStore(str(tmp_path), "m")
+        await store.open()
+        await store.ensure([("s0", ())])
+        a, ha = make(store, "a", failover=1.5)
+        a.start()
+        await until(lambda: len(a.held) == 1)
+        # Two writes of ours landed unseen (the counter moved by two).
+        lease = a.held["s0"].lease
+        moved = await store.checkpoint(lease, Position("after", "5"))
+        assert moved is not None and await store.renew(moved) is not None
+        counter = moved.counter + 1
+        await until(lambda: a.held["s0"].lease.counter > counter)
+        assert ha.lost == []
+        await a.stop()
+        await store.close()
+
+    run(scenario)
+
+
+def test_a_release_after_a_lost_answer_frees_the_lease_at_once(tmp_path: Path) -> None:
+    """Otherwise the next owner waits the failover time for a lease nobody works on."""
+
+    async def scenario() -> None:
+        store = SqliteLeaseStore(str(tmp_path), "m")
+        await store.open()
+        await store.ensure([("s0", ())])
+        a, _ = make(store, "a", failover=3.0)
+        a.start()
+        await until(lambda: len(a.held) == 1)
+        token = a.token_of("s0")
+        assert token is not None
+        assert await store.checkpoint(a.held["s0"].lease, Position("after", "5")) is not None
+        await a.stop()
+        await a.release("s0", token)
+        [now] = await store.list()
+        assert now.owner is None and now.checkpoint == Position("after", "5")
+        await store.close()
+
+    run(scenario)

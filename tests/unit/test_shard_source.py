@@ -261,3 +261,60 @@ def test_positions_keep_the_width_of_zero_padded_sequence_numbers(tmp_path: Path
         await source.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_final_checkpoint_that_fails_once_is_written_before_the_lease_is_freed(
+    tmp_path: Path,
+) -> None:
+    """Shutdown (and hand-off) write the last checkpoint, then free the lease for the next
+    owner. A lease-store call that fails once (a timeout under load) must be tried again
+    while the lease is still ours: freeing the lease at the old checkpoint makes the next
+    owner do the last batches again."""
+
+    async def scenario() -> None:
+        source, api, store = make_source(tmp_path, "TRIM_HORIZON")
+        api.shards = [Shard("s", (), True)]
+        api.pages["s"] = [Page([{"SequenceNumber": "7"}], "s", 0.0)]
+        accepted: list[Any] = []
+        from runtime.ordered.checkpoints import Checkpoint
+
+        class CoreSink:
+            def assigned(self, units: list[Any]) -> None:
+                pass
+
+            def accept(self, recs: list[Any]) -> None:
+                accepted.extend(recs)
+
+            async def revoke(self, units: set[Any], **_: Any) -> list[Any]:
+                return [Checkpoint("s", accepted[0].token, 7, 1, None)]  # type: ignore[arg-type]
+
+            def confirm(self, results: list[Any]) -> None:
+                pass
+
+            def source_failed(self, reason: str) -> None:
+                raise AssertionError(reason)
+
+        await source.start(CoreSink())  # type: ignore[arg-type]
+        for _ in range(200):
+            if accepted:
+                break
+            await asyncio.sleep(0.01)
+        real = store.checkpoint
+        failures = [TimeoutError("the lease table is slow")]
+
+        async def flaky(lease: Any, position: Position) -> Any:
+            if failures:
+                raise failures.pop()
+            return await real(lease, position)
+
+        store.checkpoint = flaky  # type: ignore[method-assign]
+        await source.close()
+        reopened = SqliteLeaseStore(str(tmp_path), source.mapping.uuid)
+        await reopened.open()
+        [lease] = await reopened.list()
+        await reopened.close()
+        assert not failures, "the store was called"
+        assert lease.owner is None
+        assert lease.checkpoint == Position("after", "7")
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
