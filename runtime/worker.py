@@ -385,7 +385,7 @@ class Worker:
             concurrency=share.maximum,
             retry=retry,
             flow=FlowLimits(
-                max_records=s.unit_buffer_records or max(4 * m.batch_size, 1000),
+                max_records=s.unit_buffer_records or max(10 * m.batch_size, 10_000),
                 max_bytes=s.unit_buffer_bytes,
             ),
             checkpoint_interval=interval,

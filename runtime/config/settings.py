@@ -217,7 +217,9 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Records a work unit (partition, shard) may hold fetched and not yet "
-        "completed before it is paused; resumed at half. Unset: max(4 x BatchSize, 1000).",
+        "completed before it is paused; resumed at half. Unset: max(10 x BatchSize, 10000) "
+        "(a Kafka pause drops what librdkafka fetched ahead, so a low bound makes the broker "
+        "send the same records again and again).",
     )
     unit_buffer_bytes: int = Field(
         default=16 * 1024 * 1024,

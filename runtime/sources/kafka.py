@@ -327,25 +327,36 @@ class KafkaSource:
                 log.warning("kafka consumer request failed", error=repr(exc))
 
     def _records(self, messages: list[Any]) -> list[Record]:
-        """Lambda-shaped records for consumed messages (the hot path: per-record work only)."""
+        """Lambda-shaped records for consumed messages: the hot path, one pass, with what is
+        per partition (its ``topic-N`` name and epoch) looked up once per call. The consumer
+        subscribes to one topic, so every message is of ``self.topic``."""
         out: list[Record] = []
         append = out.append
+        topic = self.topic
         epochs = self._epochs
-        lanes: dict[tuple[str, int], tuple[str, int]] = {}
+        lanes: dict[int, tuple[str, int] | None] = {}
         for m in messages:
             if m.error() is not None:
                 self._consume_error(m.error())
                 continue
-            topic, part, offset = m.topic(), m.partition(), m.offset()
-            key, value, headers, ts = m.key(), m.value(), m.headers(), m.timestamp()
-            coords = (topic, part)
-            lane_epoch = lanes.get(coords)
+            part = m.partition()
+            if part in lanes:
+                lane_epoch = lanes[part]
+            else:
+                epoch = epochs.get((topic, part))
+                lane_epoch = lanes[part] = (
+                    None if epoch is None else (partition_key(topic, part), epoch)
+                )
             if lane_epoch is None:
-                epoch = epochs.get(coords)
-                if epoch is None:
-                    continue  # not assigned any more
-                lane_epoch = lanes[coords] = (partition_key(topic, part), epoch)
+                continue  # not assigned any more
             lane, epoch = lane_epoch
+            offset, key, value, headers, ts = (
+                m.offset(),
+                m.key(),
+                m.value(),
+                m.headers(),
+                m.timestamp(),
+            )
             append(
                 Record(
                     kafka_record(topic, part, offset, ts, key, value, headers),
@@ -470,10 +481,14 @@ class KafkaSource:
     # ------------------------------------------------------------------ events
 
     def build_event(self, records: list[Record]) -> dict[str, Any]:
+        # A batch never spans partitions (its lane is its partition): no grouping per record.
+        unit = records[0].unit if records else None
+        one = isinstance(unit, str) and all(r.unit == unit for r in records)
         return kafka_event(
             [r.payload for r in records],
             bootstrap_servers=self.bootstrap_servers,
             event_source_arn=self._arn,
+            partition=unit if one and isinstance(unit, str) else None,
         )
 
     def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:

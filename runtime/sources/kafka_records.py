@@ -13,7 +13,7 @@ Pure functions: unit-tested against the AWS examples without a broker.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import datetime as dt
 import json
 from collections.abc import Hashable, Sequence
@@ -27,7 +27,8 @@ _TIMESTAMP_TYPES = {1: "CREATE_TIME", 2: "LOG_APPEND_TIME"}
 _RECORD_OVERHEAD = 190
 
 
-_b64 = base64.b64encode
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def signed_bytes(value: bytes | None) -> list[int]:
@@ -57,9 +58,9 @@ def kafka_record(
         "timestampType": _TIMESTAMP_TYPES.get(ts_type, "NO_TIMESTAMP_TYPE"),
     }
     if key is not None:
-        rec["key"] = _b64(key).decode()
+        rec["key"] = _b64(key)
     if value is not None:
-        rec["value"] = _b64(value).decode()
+        rec["value"] = _b64(value)
     rec["headers"] = [{k: signed_bytes(v)} for k, v in headers] if headers else []
     return rec
 
@@ -102,11 +103,18 @@ def kafka_event(
     *,
     bootstrap_servers: str,
     event_source_arn: str | None,
+    partition: str | None = None,
 ) -> dict[str, Any]:
-    """The event for a batch (records keep their order within each partition)."""
-    by_partition: dict[str, list[dict[str, Any]]] = {}
-    for p in payloads:
-        by_partition.setdefault(partition_key(p["topic"], p["partition"]), []).append(p)
+    """The event for a batch (records keep their order within each partition).
+    ``partition``: the caller knows every payload is of this one ``topic-N`` (the runtime's
+    batches never span partitions), so they are not grouped record by record."""
+    by_partition: dict[str, list[dict[str, Any]]]
+    if partition is not None:
+        by_partition = {partition: list(payloads)}
+    else:
+        by_partition = {}
+        for p in payloads:
+            by_partition.setdefault(partition_key(p["topic"], p["partition"]), []).append(p)
     if event_source_arn:
         return {
             "eventSource": "aws:kafka",

@@ -154,9 +154,10 @@ def test_a_paused_partition_moved_away_and_back_is_consumed_again(
         MaximumBatchingWindowInSeconds=0,
         function={"Handler": "tests.handlers.kafka.slow_handler"},
     )
-    a = runtime_factory(cfg, env=KAFKA_ENV).start()
+    env = {**KAFKA_ENV, "ESM_UNIT_BUFFER_RECORDS": "1000"}
+    a = runtime_factory(cfg, env=env).start()
     wait_until(lambda: len(returned(record_file)) >= 20, 30)
-    b = runtime_factory(cfg, env=KAFKA_ENV).start()
+    b = runtime_factory(cfg, env=env).start()
     pids_b = set(b.wait_workers(1))
     wait_until(
         lambda: any(i.pid in pids_b for i in read_invocations(record_file)),

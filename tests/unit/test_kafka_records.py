@@ -479,3 +479,14 @@ def test_batch_info_does_not_raise_for_a_microsecond_timestamp() -> None:
         event_source_arn=None,
     )
     assert info["recordsInfo"]["t-0"]["firstRecordTimestamp"].endswith("Z")
+
+
+def test_an_event_of_one_known_partition_equals_the_grouped_one() -> None:
+    """The runtime's batches never span partitions; naming the partition skips the grouping
+    per record and must give the very same event."""
+    payloads = [_payload("my-topic", 3, o) for o in (5, 6, 9)]
+    grouped = kafka_event(payloads, bootstrap_servers=BOOTSTRAP, event_source_arn=MSK_ARN)
+    named = kafka_event(
+        payloads, bootstrap_servers=BOOTSTRAP, event_source_arn=MSK_ARN, partition="my-topic-3"
+    )
+    assert named == grouped and list(named) == list(grouped)
