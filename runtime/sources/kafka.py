@@ -488,7 +488,7 @@ class KafkaSource:
             [r.payload for r in records],
             bootstrap_servers=self.bootstrap_servers,
             event_source_arn=self._arn,
-            partition=unit if one and isinstance(unit, str) else None,
+            partition=str(unit) if one else None,
         )
 
     def batch_info(self, records: list[Record], payload_size: int) -> tuple[str, dict[str, Any]]:
