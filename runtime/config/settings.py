@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         "in-flight batches and is replaced by a fresh process (a leaking handler). Unset: no "
         "limit but the container's.",
     )
+    worker_gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        le=10_000_000,
+        description="The worker's first-generation garbage collection threshold (Python's "
+        "default: 700). A worker holds tens of thousands of fetched records; at 700 the "
+        "collector walks them so often that it costs as much as building them (measured: "
+        "2.1 -> 1.2 us per Kafka record). Objects alive at start-up (modules, config) are "
+        "frozen out of collections. 0 keeps Python's default.",
+    )
     source_retry_seconds: float = Field(
         default=1.0,
         gt=0,

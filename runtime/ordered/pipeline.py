@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import operator
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -275,24 +277,20 @@ class StreamPipeline:
         if not records or self._stopping:
             return
         self._metrics.polled.inc(len(records))
-        by_unit: dict[Hashable, list[Record]] = {}
-        for r in records:
-            got = by_unit.get(r.unit)
-            if got is None:
-                by_unit[r.unit] = [r]
-            else:
-                got.append(r)
         kept: list[Record] = []
         to_pause: list[Hashable] = []
-        for unit, recs in by_unit.items():
+        for unit, recs in _by_unit(records).items():
             # One delivery of one unit is fetched under one token.
             state = self.units.owned(unit, recs[0].token)
             if state is None:
                 continue  # fetched just before a revoke: the next owner reads them again
-            state.tracker.track([r.ack for r in recs])
-            if state.flow.hold(len(recs), sum(r.size for r in recs)):
+            state.tracker.track(list(map(_ack, recs)))
+            if state.flow.hold(len(recs), sum(map(_size, recs))):
                 to_pause.append(unit)
-            kept.extend(recs)
+            if kept:
+                kept.extend(recs)
+            else:
+                kept = recs
         if to_pause:
             self._source.pause(to_pause)
         if self._filter is not None:
@@ -327,26 +325,24 @@ class StreamPipeline:
     def complete(self, records: list[Record], *, flow_released: bool = False) -> None:
         """Records done (succeeded, filtered out, or handed to the on-failure destination);
         ``flow_released``: their flow counts were already given back (:meth:`release_flow`)."""
-        by_unit: dict[tuple[Hashable, int], list[Record]] = {}
-        for r in records:
-            key = (r.unit, r.token)
-            got = by_unit.get(key)
-            if got is None:
-                by_unit[key] = [r]
-            else:
-                got.append(r)
         to_resume: list[Hashable] = []
-        for (unit, token), recs in by_unit.items():
+        for unit, recs in _by_unit(records).items():
+            token = recs[0].token
+            if recs[-1].token != token or len(set(map(_token, recs))) != 1:
+                # Records of two ownerships of one unit in one call (rare): each on its own.
+                for again in _by_token(recs):
+                    self.complete(again, flow_released=flow_released)
+                continue
             state = self.units.completable(unit, token)
             if state is None:
                 continue  # revoked since: not ours to checkpoint
             before = state.tracker.passed
-            state.tracker.complete([r.ack for r in recs])
+            state.tracker.complete(list(map(_ack, recs)))
             if state.failing_since is not None and state.tracker.passed != before:
                 self._unblocked(state)
             if flow_released:
                 continue
-            if state.flow.release(len(recs), sum(r.size for r in recs)) and not self._stopping:
+            if state.flow.release(len(recs), sum(map(_size, recs))) and not self._stopping:
                 to_resume.append(unit)
         if to_resume:
             self._source.resume(to_resume)
@@ -480,3 +476,32 @@ class StreamPipeline:
         for unit, lag in lags.items():
             if self.units.get(unit) is not None:
                 self._source.lag_gauge(unit).set(lag)
+
+
+_ack = operator.attrgetter("ack")
+_size = operator.attrgetter("size")
+_unit = operator.attrgetter("unit")
+_token = operator.attrgetter("token")
+
+
+def _by_unit(records: list[Record]) -> dict[Hashable, list[Record]]:
+    """Records grouped by unit, each group in the given order. Per run of one unit, not per
+    record: a delivery or a batch is one unit, so this is usually one slice of C work."""
+    groups: dict[Hashable, list[Record]] = {}
+    if records[0].unit == records[-1].unit and len(set(map(_unit, records))) == 1:
+        groups[records[0].unit] = records
+        return groups
+    for unit, run in itertools.groupby(records, _unit):
+        got = groups.get(unit)
+        if got is None:
+            groups[unit] = list(run)
+        else:
+            got.extend(run)
+    return groups
+
+
+def _by_token(records: list[Record]) -> list[list[Record]]:
+    groups: dict[int, list[Record]] = {}
+    for r in records:
+        groups.setdefault(r.token, []).append(r)
+    return list(groups.values())

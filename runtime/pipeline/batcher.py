@@ -11,10 +11,13 @@ This class does no I/O and never sleeps; the pipeline asks for :attr:`deadline` 
 
 from __future__ import annotations
 
+import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
 from runtime.pipeline.records import MAX_PAYLOAD_BYTES, Batch, Record
+
+_size = operator.attrgetter("size")
 
 
 class Batcher:
@@ -54,25 +57,40 @@ class Batcher:
             return None
         return self._opened_at + self.window_seconds
 
-    def add(self, records: Iterable[Record]) -> list[Batch]:
+    def add(self, records: Sequence[Record]) -> list[Batch]:
         """Add fetched records; return the batches they completed.
 
         With a zero window the open batch is closed at the end of the call, so one fetch
-        makes one batch (or several, if it passes the limits).
+        makes one batch (or several, if it passes the limits). Records are taken a slice at a
+        time (up to the room left in the open batch); only a slice that would reach the
+        payload limit is gone through record by record.
         """
         closed: list[Batch] = []
-        for rec in records:
-            if self._records and (
-                len(self._records) >= self.max_records
-                or self._bytes + rec.size > self.max_payload_bytes
-            ):
-                closed.append(self._close())
+        i, n = 0, len(records)
+        while i < n:
             if not self._records:
                 self._opened_at = self._clock()
-            self._records.append(rec)
-            self._bytes += rec.size
-            if len(self._records) >= self.max_records or self._bytes >= self.max_payload_bytes:
-                closed.append(self._close())
+            room = self.max_records - len(self._records)
+            chunk = records[i : i + room]
+            chunk_bytes = sum(map(_size, chunk))
+            if self._bytes + chunk_bytes < self.max_payload_bytes:
+                self._records.extend(chunk)
+                self._bytes += chunk_bytes
+                i += len(chunk)
+                if len(self._records) >= self.max_records:
+                    closed.append(self._close())
+                continue
+            for rec in chunk:  # this slice reaches the payload limit somewhere
+                if self._records and self._bytes + rec.size > self.max_payload_bytes:
+                    closed.append(self._close())
+                if not self._records:
+                    self._opened_at = self._clock()
+                self._records.append(rec)
+                self._bytes += rec.size
+                i += 1
+                if len(self._records) >= self.max_records or self._bytes >= self.max_payload_bytes:
+                    closed.append(self._close())
+                    break  # the room left changed: take the next slice
         if self.window_seconds <= 0 and self._records:
             closed.append(self._close())
         return closed

@@ -18,8 +18,9 @@ decides what happens to its records, and the lane is freed.
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Protocol
 
 import structlog
@@ -31,6 +32,7 @@ from runtime.pipeline.lanes import LaneQueue
 from runtime.pipeline.records import Batch, Record
 
 log = structlog.get_logger("runtime.pipeline")
+_lane = operator.attrgetter("lane")
 
 
 class BatchRunner(Protocol):
@@ -101,7 +103,15 @@ class BatchDispatcher:
         for batch in batcher.add(records):
             self._lanes.push(batch)
 
-    def add_by_lane(self, records: Iterable[Record]) -> None:
+    def add_by_lane(self, records: list[Record]) -> None:
+        """Batch records under their lanes. Records of one lane (a Kafka partition's
+        delivery) are passed on whole, without grouping them record by record."""
+        if not records:
+            return
+        lane = records[0].lane
+        if records[-1].lane == lane and len(set(map(_lane, records))) == 1:
+            self.add(lane, records)
+            return
         by_lane: dict[Hashable, list[Record]] = {}
         for r in records:
             got = by_lane.get(r.lane)

@@ -20,7 +20,8 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 # confluent_kafka's TIMESTAMP_* constants, without importing it here.
-_TIMESTAMP_TYPES = {1: "CREATE_TIME", 2: "LOG_APPEND_TIME"}
+TIMESTAMP_TYPES = {1: "CREATE_TIME", 2: "LOG_APPEND_TIME"}
+NO_TIMESTAMP_TYPE = "NO_TIMESTAMP_TYPE"
 
 # Bytes of a record's JSON beyond its variable parts, rounded up: field names, quotes, commas,
 # braces and the numbers' digits (offsets and timestamps of up to 19 digits).
@@ -55,7 +56,7 @@ def kafka_record(
         "partition": partition,
         "offset": offset,
         "timestamp": ts,
-        "timestampType": _TIMESTAMP_TYPES.get(ts_type, "NO_TIMESTAMP_TYPE"),
+        "timestampType": TIMESTAMP_TYPES.get(ts_type, NO_TIMESTAMP_TYPE),
     }
     if key is not None:
         rec["key"] = _b64(key)

@@ -425,3 +425,54 @@ def test_property_batches_reassemble_input_and_respect_limits(
         for batch, nxt in itertools.pairwise(emitted):
             first = nxt.records[0]
             assert len(batch) == max_records or batch.payload_bytes + first.size > max_payload
+
+
+def _reference_batches(
+    calls: list[list[Record]], max_records: int, window: float, envelope: int, max_payload: int
+) -> list[tuple[int, list[str], int]]:
+    """The batching rule record by record (the Batcher takes slices at a time; both must
+    cut the same batches, each closed by the same call)."""
+    out: list[tuple[int, list[str], int]] = []
+    open_: list[Record] = []
+    nbytes = envelope
+
+    def close(call: int) -> None:
+        nonlocal open_, nbytes
+        out.append((call, [str(r.item_id) for r in open_], nbytes))
+        open_, nbytes = [], envelope
+
+    for call, records in enumerate(calls):
+        for r in records:
+            if open_ and (len(open_) >= max_records or nbytes + r.size > max_payload):
+                close(call)
+            open_.append(r)
+            nbytes += r.size
+            if len(open_) >= max_records or nbytes >= max_payload:
+                close(call)
+        if window <= 0 and open_:
+            close(call)
+    if open_:
+        close(len(calls))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.lists(st.integers(1, 400), max_size=30), max_size=8),
+    max_records=st.integers(1, 12),
+    window=st.sampled_from([0.0, 5.0]),
+    max_payload=st.integers(50, 2000),
+)
+def test_slices_cut_the_same_batches_as_record_by_record(
+    sizes: list[list[int]], max_records: int, window: float, max_payload: int
+) -> None:
+    counter = itertools.count()
+    calls = [[rec(next(counter), s) for s in call] for call in sizes]
+    b, _ = make(max_records, window, envelope=20, max_payload=max_payload)
+    got: list[tuple[int, list[str], int]] = []
+    for call, records in enumerate(calls):
+        got.extend((call, ids(batch), batch.payload_bytes) for batch in b.add(records))
+    last = b.flush()
+    if last is not None:
+        got.append((len(calls), ids(last), last.payload_bytes))
+    assert got == _reference_batches(calls, max_records, window, 20, max_payload)

@@ -490,3 +490,57 @@ def test_an_event_of_one_known_partition_equals_the_grouped_one() -> None:
         payloads, bootstrap_servers=BOOTSTRAP, event_source_arn=MSK_ARN, partition="my-topic-3"
     )
     assert named == grouped and list(named) == list(grouped)
+
+
+_HEADERS = st.none() | st.lists(
+    st.tuples(st.text(max_size=8), st.none() | st.binary(max_size=8)), max_size=3
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.none() | st.binary(max_size=40),
+    value=st.none() | st.binary(max_size=300),
+    headers=_HEADERS,
+    ts_type=st.sampled_from([TIMESTAMP_NOT_AVAILABLE, TIMESTAMP_CREATE_TIME, 2]),
+    ts=st.integers(min_value=-1, max_value=2**45),
+    offset=st.integers(min_value=0, max_value=2**40),
+)
+def test_the_consumer_builds_the_same_records_as_kafka_record(
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]] | None,
+    ts_type: int,
+    ts: int,
+    offset: int,
+) -> None:
+    """KafkaSource._records builds the common message (a value, no key, no headers) inline:
+    every shape must come out as kafka_record and record_size build it, with the record's
+    lane, ack, timestamp and ownership token."""
+    from confluent_kafka import Message
+
+    from runtime.sources.kafka import KafkaSource
+
+    source = KafkaSource.__new__(KafkaSource)
+    source.topic = "orders"
+    source._epochs = {("orders", 3): 7, ("orders", 4): 8}
+    msg = Message(
+        topic="orders",
+        partition=3,
+        offset=offset,
+        key=key,
+        value=value,
+        headers=headers,
+        timestamp=(ts_type, ts),
+    )
+    stray = Message(topic="orders", partition=5, offset=1, value=b"x", timestamp=(1, 1))
+    [record] = source._records([msg, stray])  # partition 5 is not assigned: skipped
+    assert record.payload == kafka_record("orders", 3, offset, (ts_type, ts), key, value, headers)
+    assert json.dumps(record.payload) == json.dumps(
+        kafka_record("orders", 3, offset, (ts_type, ts), key, value, headers)
+    )  # the same key order
+    assert record.size == record_size("orders", key, value, headers)
+    assert (record.item_id, record.ack, record.lane, record.unit, record.token) == (
+        ("orders-3", offset), offset, "orders-3", "orders-3", 7
+    )  # fmt: skip
+    assert record.timestamp_ms == (ts if ts_type != TIMESTAMP_NOT_AVAILABLE else 0)
