@@ -6,7 +6,8 @@ DynamoDB ``dynamodb``, Kafka ``value``), how to decode that payload for matching
 mismatch between the payload's format and the pattern means (esm-spec §3.3):
 
 - SQS, Kinesis, DynamoDB: a JSON pattern never matches a non-JSON payload and a string
-  pattern never matches a JSON payload (the record is filtered out);
+  pattern never matches a JSON payload (the record is filtered out), even a pattern that only
+  asks for a field's absence (``{"exists": false}``), which a plain string would satisfy;
 - Kafka: a format mismatch never filters a record out on format grounds: the pattern is then
   evaluated on the record's metadata only.
 
@@ -31,11 +32,29 @@ from runtime.pipeline.records import Record
 _MISSING = object()
 
 
+class PlainText(str):
+    """A payload that is not JSON (nor UTF-8, for Kinesis data), as patterns see it.
+
+    Marked so that a JSON pattern on the payload never matches it on the sources that drop on
+    a format mismatch: the matcher alone would accept a string for a pattern that only asks
+    for absent fields (``{"body": {"kind": [{"exists": false}]}}``), and AWS drops it.
+    """
+
+    __slots__ = ()
+
+
 def _json_or_text(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _json_or_plain(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return PlainText(text)
 
 
 def _decode_base64_text(data: str) -> str | None:
@@ -46,18 +65,19 @@ def _decode_base64_text(data: str) -> str | None:
 
 
 def sqs_view(payload: dict[str, Any]) -> dict[str, Any]:
-    """The SQS record with ``body`` JSON-decoded when it is JSON."""
-    return {**payload, "body": _json_or_text(payload["body"])}
+    """The SQS record with ``body`` JSON-decoded when it is JSON (else :class:`PlainText`)."""
+    return {**payload, "body": _json_or_plain(payload["body"])}
 
 
 def kinesis_view(payload: dict[str, Any]) -> dict[str, Any]:
     """The record's ``kinesis`` block with ``data`` base64-decoded and JSON-decoded.
 
-    Non-JSON data stays a string (so JSON patterns on ``data`` do not match it).
+    Non-JSON data stays a string, a :class:`PlainText` (so JSON patterns on ``data`` do not
+    match it); so does data that is not UTF-8, as an empty one.
     """
     inner = payload.get("kinesis", payload)
     text = _decode_base64_text(inner.get("data", ""))
-    return {**inner, "data": _json_or_text(text) if text is not None else ""}
+    return {**inner, "data": _json_or_plain(text) if text is not None else PlainText()}
 
 
 def dynamodb_view(payload: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +192,8 @@ class RecordFilter:
                     if f.metadata_only is None or f.metadata_only.matches(view):
                         return True
                     continue
+            elif f.wants_object and type(view.get(key)) is PlainText:
+                continue  # SQS, Kinesis: a JSON pattern never matches a non-JSON payload
             if f.full.matches(view):
                 return True
         return False

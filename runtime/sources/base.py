@@ -41,6 +41,21 @@ class SourceUnreachable(SourceError):
     mapping Enabled with ``LastProcessingResult: PROBLEM: Connection error...``."""
 
 
+# How a refused SASL handshake's problem begins (LastProcessingResult shows Lambda's text).
+SASL_AUTHENTICATION_FAILED = "SASL authentication failed"
+
+
+class SourceRefused(SourceUnreachable):
+    """The source answered but refused the mapping's credentials (a wrong password or user,
+    a failed TLS handshake).
+
+    Retried like a source that does not answer rather than failed as a configuration error:
+    every retry reads the secret again, so a corrected or rotated secret is picked up without
+    a restart, and credentials refused for a moment during a rotation do not stop the pod and
+    its other mappings. Lambda, too, keeps such a mapping Enabled and shows
+    ``LastProcessingResult: PROBLEM: SASL authentication failed``."""
+
+
 class EventShape(Protocol):
     # Bytes of the event envelope around the records (e.g. ``{"Records":[]}``).
     envelope_bytes: int

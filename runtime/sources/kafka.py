@@ -58,6 +58,7 @@ from runtime.sources.kafka_records import (
     partition_key,
     record_size,
 )
+from runtime.sources.kafka_refusal import RefusalWatch, list_topic, refusal
 
 log = structlog.get_logger("runtime.sources.kafka")
 # librdkafka's own lines (connection failures, group errors) through the standard library, so
@@ -106,6 +107,7 @@ class KafkaSource:
         self._client_id = client_id
         self.envelope_bytes = envelope_size(bootstrap_servers, event_source_arn)
         self._consumer: Any = None
+        self._refusals = RefusalWatch()
         self._sink: UnitSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -152,10 +154,7 @@ class KafkaSource:
         self._loop = asyncio.get_running_loop()
         conf = self.consumer_config()
         log.info("kafka consumer", settings=redacted(conf))
-        try:
-            self._consumer = Consumer(conf, logger=LIBRDKAFKA_LOG)
-        except Exception as exc:
-            raise SourceError(f"invalid Kafka consumer settings: {exc}") from exc
+        self._consumer = self._new_consumer(conf)
         try:
             await self._check_topic()
         except SourceError:
@@ -175,23 +174,37 @@ class KafkaSource:
 
     async def check(self) -> None:
         """Pre-flight (supervisor): the brokers answer and the topic exists."""
-        try:
-            self._consumer = Consumer(self.consumer_config(), logger=LIBRDKAFKA_LOG)
-        except Exception as exc:
-            raise SourceError(f"invalid Kafka consumer settings: {exc}") from exc
+        self._consumer = self._new_consumer(self.consumer_config())
         try:
             await self._check_topic()
         finally:
             self._consumer.close()
             self._consumer = None
 
+    def _new_consumer(self, conf: dict[str, Any]) -> Any:
+        """A consumer whose librdkafka lines go through logging and whose refusals of the
+        mapping's credentials are kept (see :mod:`runtime.sources.kafka_refusal`)."""
+        self._refusals = RefusalWatch()
+        try:
+            return Consumer({**conf, "error_cb": self._refusals}, logger=LIBRDKAFKA_LOG)
+        except Exception as exc:
+            raise SourceError(f"invalid Kafka consumer settings: {exc}") from exc
+
     async def _check_topic(self) -> None:
         loop = asyncio.get_running_loop()
+        watch = self._refusals
         try:
             md = await loop.run_in_executor(
-                None, lambda: self._consumer.list_topics(self.topic, timeout=15)
+                None, lambda: list_topic(self._consumer, self.topic, watch, 15)
             )
         except Exception as exc:
+            if watch.refusal is not None:
+                raise refusal(
+                    watch.refusal,
+                    bootstrap=self.bootstrap_servers,
+                    security=self._security,
+                    access=self.mapping.raw.source_access_configurations or [],
+                ) from exc
             kind = SourceUnreachable if _unreachable(exc) else SourceError
             raise kind(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
         topic = md.topics.get(self.topic)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from runtime.sources.base import SASL_AUTHENTICATION_FAILED
+
 NO_RECORDS = "No records processed"
 OK = "OK"
 FUNCTION_FAILED = "PROBLEM: Function call failed"
@@ -21,6 +23,8 @@ FUNCTION_FAILED = "PROBLEM: Function call failed"
 CONNECTION_ERROR = (
     "PROBLEM: Connection error. Please check your event source connection configuration."
 )
+# Lambda's text for a Kafka mapping whose SASL credentials the brokers refuse.
+SASL_FAILED = f"PROBLEM: {SASL_AUTHENTICATION_FAILED}"
 
 _UUID = "event_source_mapping_uuid"
 
@@ -36,7 +40,10 @@ class ProcessingResults:
     def result(self, mapping_uuid: str) -> str:
         problem = self._problems.get(mapping_uuid)
         if problem is not None:
-            return f"{CONNECTION_ERROR} ({problem})"
+            head = (
+                SASL_FAILED if problem.startswith(SASL_AUTHENTICATION_FAILED) else CONNECTION_ERROR
+            )
+            return f"{head} ({problem})"
         return self._results.get(mapping_uuid, NO_RECORDS)
 
     def set_problem(self, mapping_uuid: str, problem: str | None) -> None:

@@ -9,6 +9,10 @@ descriptor, so lines of concurrent workers never interleave.
 The lane is what may have one invocation in flight at a time: the FIFO message group, the
 Kafka partition, the Kinesis shard, the DynamoDB item key (one key lives on one shard); none
 for standard queues.
+
+A record that is deliberately not JSON (tests/chaos/test_bad_input.py) carries its number as
+``#<n>`` in its text; with ``CHAOS_EVENT_BYTES=1`` the start line also holds the event's compact
+JSON size (what Lambda's 6 MB limit applies to) as ``bytes``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -27,6 +32,8 @@ _POISON_MOD = int(os.environ.get("CHAOS_POISON_MOD", "0"))
 # Memory each invocation keeps for good (a leaking handler), in MiB.
 _LEAK_MB = int(os.environ.get("CHAOS_LEAK_MB", "0"))
 _LEAKED: list[bytes] = []
+_EVENT_BYTES = os.environ.get("CHAOS_EVENT_BYTES") == "1"
+_MARKER = re.compile(r"#(\d+)")
 
 
 def poisoned(n: int) -> bool:
@@ -37,7 +44,8 @@ def _value(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError:
-        return {}
+        found = _MARKER.search(text)  # not JSON: a bad-input record names its number "#<n>"
+        return {"n": int(found.group(1))} if found else {}
     return value if isinstance(value, dict) else {}
 
 
@@ -47,7 +55,7 @@ def items(event: dict[str, Any]) -> list[tuple[str | None, str, int]]:
     if "records" in event:  # Kafka
         for part, records in event["records"].items():
             for r in records:
-                v = _value(base64.b64decode(r.get("value", "")).decode())
+                v = _value(base64.b64decode(r.get("value", "")).decode(errors="replace"))
                 out.append((part, part, int(v.get("n", -1))))
         return out
     for r in event["Records"]:
@@ -56,7 +64,7 @@ def items(event: dict[str, Any]) -> list[tuple[str | None, str, int]]:
             group = (r.get("attributes") or {}).get("MessageGroupId")
             out.append((group, str(v.get("key", group)), int(v.get("n", -1))))
         elif "kinesis" in r:
-            v = _value(base64.b64decode(r["kinesis"]["data"]).decode())
+            v = _value(base64.b64decode(r["kinesis"]["data"]).decode(errors="replace"))
             shard = r["eventID"].rpartition(":")[0]
             out.append((shard, r["kinesis"]["partitionKey"], int(v.get("n", -1))))
         else:
@@ -90,6 +98,7 @@ def handler(event: dict[str, Any], context: Any) -> None:
             "lanes": [lane for lane, _, _ in found],
             "keys": [key for _, key, _ in found],
             "ns": [n for _, _, n in found],
+            **({"bytes": len(json.dumps(event, separators=(",", ":")))} if _EVENT_BYTES else {}),
         }
     )
     time.sleep(_SLEEP)

@@ -50,10 +50,15 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 class Ministack:
-    def __init__(self, log_dir: Path) -> None:
+    """ministack on a free port; ``env`` adds settings (e.g. ``PERSIST_STATE=1`` and
+    ``STATE_DIR``, which keep its state across :meth:`stop` and :meth:`start` again on the
+    same port; :meth:`kill` keeps nothing)."""
+
+    def __init__(self, log_dir: Path, *, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"ministack-{self.port}.log"
+        self.env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -65,15 +70,25 @@ class Ministack:
             GATEWAY_PORT=str(self.port),
             SERVICES="sqs,sns,s3,kinesis,dynamodb,dynamodbstreams",
             LOG_LEVEL="WARNING",
+            **self.env,
         )
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
             [str(MINISTACK)], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         wait_http(self.endpoint + "/")
 
+    def kill(self) -> None:
+        """SIGKILL: ministack saves nothing, even with PERSIST_STATE."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+            self._log.close()
+
     def stop(self) -> None:
         _stop(self._proc, self._log)
+        self._proc = None
 
 
 TANSU = Path(os.environ.get("ESM_TEST_TANSU", REPO / ".emu-venv" / "bin" / "tansu"))
@@ -92,19 +107,34 @@ def wait_tcp(host: str, port: int, timeout: float = 20.0) -> None:
 
 
 class Tansu:
-    """A Kafka-protocol broker (Tansu) with in-memory storage, on a free port."""
+    """A Kafka-protocol broker (Tansu) on a free port: in-memory storage unless told otherwise.
 
-    def __init__(self, log_dir: Path) -> None:
+    ``storage`` ``s3://bucket/`` with ``env`` (AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...) keeps its
+    data in the S3 emulator, so it survives :meth:`kill` and :meth:`start` again on the same
+    port (broker-restart tests); ``authentication`` makes it require SASL/SCRAM.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        storage: str = "memory://tansu/",
+        authentication: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = log_dir / f"tansu-{self.port}.log"
+        self.storage = storage
+        self.authentication = authentication
+        self.env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         if not TANSU.exists():
             raise RuntimeError(f"{TANSU} is missing: run deploy/setup.sh --test first")
         url = f"tcp://{self.bootstrap}"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
             [
                 str(TANSU),
@@ -114,15 +144,26 @@ class Tansu:
                 "--advertised-listener-url",
                 url,
                 "--storage-engine",
-                "memory://tansu/",
+                self.storage,
+                *(["--authentication"] if self.authentication else []),
             ],
+            env={**os.environ, **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         wait_tcp("127.0.0.1", self.port)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed broker dies (start() again brings it back on the same port)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+            self._log.close()
+
     def stop(self) -> None:
         _stop(self._proc, self._log)
+        self._proc = None
 
 
 KINESIS_LOCAL = Path(
