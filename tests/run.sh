@@ -4,7 +4,7 @@
 # Extra arguments go to pytest, e.g. tests/run.sh -k partial
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/setup.sh --test
+deploy/setup.sh --test --perf
 echo "==> ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "==> mypy (strict, runtime/)"; .venv/bin/mypy
 echo "==> pytest"; exec .venv/bin/python -m pytest "$@"

@@ -1,7 +1,7 @@
 """Kafka throughput and latency: the runtime as a real process tree against raw confluent-kafka.
 
     .venv/bin/python -m tests.perf.bench_kafka [--records 1000000] [--workers 2]
-        [--batch-size 1000] [--rate 2000] [--duration 20] [--bootstrap HOST:PORT]
+        [--batch-size 1000] [--rate 2000] [--duration 20] [--bootstrap HOST:PORT] [--peers]
 
 Both measurements run in one go against one broker (a Tansu started here on a free port with
 in-memory storage, or ``--bootstrap``). Every consumer, the runtime's and the raw ones, uses a
@@ -27,8 +27,19 @@ A. Throughput. A fresh topic of 8 partitions is filled with N records (``--recor
       :func:`runtime.sources.kafka_records.kafka_record` (base64 key and value, headers): the
       least a runtime must do per record.
 
+   4. peers, with ``--peers``: the same job through peer frameworks, each in one process run
+      by its own venv (``deploy/setup.sh --perf`` makes ``.peer-venv``): sentry-arroyo
+      (StreamProcessor, RunTask(no-op) -> CommitOffsets, ONCE_PER_SECOND) and quixstreams
+      (Application, at-least-once, default 5 s commit interval, update(no-op)), each from the
+      start of the topic with a fresh group, timed like the raw loop (from subscribe, and from
+      its first record) until the group's committed offsets reach the end of every partition;
+      also the rate until the N-th record was processed, before the last commit.
+      :mod:`tests.perf.kafka_peers` says how each is configured and why. Off by default: it
+      needs that install and adds a minute or so at N=1M.
+
    ``ratio`` is runtime / raw with the join in both windows; ``ratio_no_join`` the same from
-   each side's first record. The issue's goal: >= 0.5.
+   each side's first record. The issue's goal: >= 0.5. Each peer's ``ratio`` and
+   ``ratio_no_join`` (under ``peers`` in the RESULT) are runtime / that peer.
 
 B. Latency (produce to handler). A fresh topic of 8 partitions; the runtime runs
    :func:`tests.perf.handlers.latency` (BatchSize ``--latency-batch-size``, 100;
@@ -100,6 +111,7 @@ from tests.perf.kafka_latency import (
     run_raw_latency,
     run_runtime_latency,
 )
+from tests.perf.kafka_peer_runs import missing_peers, peers_summary, run_peers
 from tests.perf.kafka_throughput import (
     RawRun,
     RuntimeRun,
@@ -184,6 +196,9 @@ def print_summary(s: dict[str, Any]) -> None:
             f"  {label:<12} {s[key + '_records_per_s']:>12.1f} "
             f"{s[key + '_records_per_s_no_join']:>12.1f}"
         )
+    peers: dict[str, dict[str, Any]] = s.get("peers", {})
+    for name, p in peers.items():
+        print(f"  {name:<12} {p['records_per_s']:>12.1f} {p['records_per_s_no_join']:>12.1f}")
     print(f"  runtime steady (10-90 % committed): {s['runtime_steady_records_per_s']:.1f} rec/s")
     goal = s["throughput_goal"]
     print(
@@ -195,6 +210,12 @@ def print_summary(s: dict[str, Any]) -> None:
         f"  ratio runtime/raw+format {s['ratio_format']:.3f} with join, "
         f"{s['ratio_format_no_join']:.3f} without"
     )
+    for name, p in peers.items():
+        print(
+            f"  ratio runtime/{name} {p['ratio']:.3f} with join, {p['ratio_no_join']:.3f} "
+            f"without ({name} {p['version']}: all processed at {p['records_per_s_processed']:.1f} "
+            f"rec/s after its first record, before its last commit)"
+        )
     lat = s["latency"]
     print(
         f"Kafka latency, produce to handler: {lat['rate']:g} rec/s for {lat['duration']:g} s, "
@@ -237,6 +258,12 @@ def _parser() -> argparse.ArgumentParser:
         help="latency producer's linger.ms (shorter ones overload Tansu: see the module doc)",
     )
     p.add_argument("--bootstrap", help="use this broker instead of starting a Tansu")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run the peer frameworks (sentry-arroyo, quixstreams) on the throughput topic "
+        "(needs deploy/setup.sh --perf)",
+    )
     add_timeout_options(
         p,
         timeout_help="seconds a phase may take",
@@ -261,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size and --latency-batch-size must be within 1..10000")
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.linger_ms < 0:
         parser.error("--rate and --duration must be > 0, --warmup and --linger-ms >= 0")
+    if args.peers and (missing := missing_peers()):
+        parser.error(f"--peers: no venv for {', '.join(missing)}: run deploy/setup.sh --perf")
     return run_main(
         "bench_kafka",
         parser,
@@ -279,7 +308,9 @@ def _run(setup: Setup) -> bool:
     print(
         f"bench_kafka: N={args.records} workers={args.workers} batch_size={args.batch_size} "
         f"rate={args.rate:g} duration={args.duration:g} warmup={warmup:g} "
-        f"bootstrap={bootstrap} workdir={workdir}" + (" filter-share" if args.filter_share else ""),
+        f"bootstrap={bootstrap} workdir={workdir}"
+        + (" filter-share" if args.filter_share else "")
+        + (" peers" if args.peers else ""),
         flush=True,
     )
     if not extra:
@@ -298,11 +329,14 @@ def _run(setup: Setup) -> bool:
     print(describe_raw(raw), flush=True)
     fmt = run_raw(ctx, topic, build=True)
     print(describe_raw(fmt), flush=True)
+    peers = run_peers(ctx, topic) if args.peers else []
     lat = run_runtime_latency(ctx, warmup)
     print(describe_latency(lat), flush=True)
     raw_lat = run_raw_latency(ctx, warmup)
     print(describe_latency(raw_lat), flush=True)
     summary = summarize(ctx, fill_s, rt, raw, fmt, lat, raw_lat)
+    if peers:
+        summary["peers"] = peers_summary(rt, peers)
     if args.filter_share:
         summary["filter_share"] = run_filter_share(ctx)
     print_summary(summary)
