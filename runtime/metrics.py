@@ -209,6 +209,7 @@ class MappingMetrics:
     ack_failures: Counter
     visibility_extensions: Counter
     polling_errors: Counter
+    source_unreachable: Gauge
 
     @classmethod
     def bind(cls, function_name: str, mapping_uuid: str) -> MappingMetrics:
@@ -239,6 +240,7 @@ class MappingMetrics:
             ack_failures=ACK_FAILURES.labels(*labels),
             visibility_extensions=VISIBILITY_EXTENSIONS.labels(*labels),
             polling_errors=POLLING_ERRORS.labels(*labels),
+            source_unreachable=SOURCE_UNREACHABLE.labels(*labels),
         )
 
     def touch(self, *extra: Counter) -> None:

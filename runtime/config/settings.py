@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         "2.1 -> 1.2 us per Kafka record). Objects alive at start-up (modules, config) are "
         "frozen out of collections. 0 keeps Python's default.",
     )
+    source_unreachable_after_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A running mapping whose every fetch has failed for this long is "
+        "reported unreachable (esm_event_source_unreachable 1, one error line) until a fetch "
+        "succeeds again; shorter outages are retried fetches only.",
+    )
     source_retry_seconds: float = Field(
         default=1.0,
         gt=0,

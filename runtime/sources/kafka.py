@@ -32,6 +32,7 @@ import logging
 import operator
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -46,6 +47,7 @@ from runtime.metrics import OFFSET_LAG, MappingMetrics
 from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
 from runtime.sources.base import Assignment, SourceError, SourceUnreachable, UnitSink
+from runtime.sources.health import SourceHealth
 from runtime.sources.kafka_auth import redacted
 from runtime.sources.kafka_records import (
     NO_TIMESTAMP_TYPE,
@@ -71,6 +73,9 @@ _payload = operator.attrgetter("payload")
 
 _CONSUME_BATCH = 1000
 _CONSUME_TIMEOUT = 0.05
+# While the brokers look down: how often to ask one for metadata, and how long to wait.
+_PROBE_SECONDS = 2.0
+_PROBE_TIMEOUT = 1.0
 _CALLBACK_GRACE_SECONDS = 30.0
 
 
@@ -108,6 +113,12 @@ class KafkaSource:
         self.envelope_bytes = envelope_size(bootstrap_servers, event_source_arn)
         self._consumer: Any = None
         self._refusals = RefusalWatch()
+        self._health = SourceHealth(
+            metrics.source_unreachable,
+            after_seconds=settings.source_unreachable_after_seconds,
+            source=f"{bootstrap_servers} {topic}",
+        )
+        self._next_probe = 0.0
         self._sink: UnitSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -154,7 +165,7 @@ class KafkaSource:
         self._loop = asyncio.get_running_loop()
         conf = self.consumer_config()
         log.info("kafka consumer", settings=redacted(conf))
-        self._consumer = self._new_consumer(conf)
+        self._consumer = self._new_consumer(conf, self._health)
         try:
             await self._check_topic()
         except SourceError:
@@ -181,10 +192,11 @@ class KafkaSource:
             self._consumer.close()
             self._consumer = None
 
-    def _new_consumer(self, conf: dict[str, Any]) -> Any:
+    def _new_consumer(self, conf: dict[str, Any], health: SourceHealth | None = None) -> Any:
         """A consumer whose librdkafka lines go through logging and whose refusals of the
-        mapping's credentials are kept (see :mod:`runtime.sources.kafka_refusal`)."""
-        self._refusals = RefusalWatch()
+        mapping's credentials are kept (see :mod:`runtime.sources.kafka_refusal`); a running
+        one also reports brokers that stop answering to ``health``."""
+        self._refusals = RefusalWatch(health)
         try:
             return Consumer({**conf, "error_cb": self._refusals}, logger=LIBRDKAFKA_LOG)
         except Exception as exc:
@@ -316,6 +328,8 @@ class KafkaSource:
                     # without waiting: consume(n, timeout) would hold every record until n
                     # arrived or the timeout passed.
                     first = consumer.poll(_CONSUME_TIMEOUT)
+                    if self._health.failing:
+                        self._probe(consumer, first is not None)
                     if first is None:
                         continue
                     messages = [first, *consumer.consume(_CONSUME_BATCH - 1, 0)]
@@ -332,6 +346,25 @@ class KafkaSource:
                 consumer.close()
             # Anything still asked of the consumer fails now rather than waiting for ever.
             self._serve_requests(None)
+
+    def _probe(self, consumer: Any, consumed: bool) -> None:
+        """While the brokers look down, ask one for the topic's metadata every
+        ``_PROBE_SECONDS``: librdkafka reports a lost connection once, not every failed
+        reconnect, so the probe is what tells an outage that lasts from a blip that healed
+        (a consumed message says so too)."""
+        if consumed:
+            self._health.answered()
+            return
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + _PROBE_SECONDS
+        try:
+            consumer.list_topics(self.topic, timeout=_PROBE_TIMEOUT)
+        except KafkaException as exc:
+            self._health.failed(str(exc))
+        else:
+            self._health.answered()
 
     def _serve_requests(self, consumer: Any) -> None:
         """Run what the loop asked of the consumer; a failing request is logged, not fatal

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from runtime.config.model import SourceAccessConfiguration
 from runtime.sources.base import SASL_AUTHENTICATION_FAILED, SourceRefused
+from runtime.sources.health import SourceHealth
 from runtime.sources.kafka_auth import SASL_MECHANISMS
 
 _log = structlog.get_logger("runtime.sources.kafka")
@@ -30,6 +31,8 @@ _log = structlog.get_logger("runtime.sources.kafka")
 _SASL_CODES = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 _TLS_CODES = frozenset({KafkaError._SSL})
 REFUSAL_CODES = _SASL_CODES | _TLS_CODES
+# librdkafka's codes for a broker connection that failed or for no broker left up.
+DOWN_CODES = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE})
 
 # One metadata attempt: short, so that a refusal (known within milliseconds) is seen quickly;
 # a broker that does not answer is still given the whole timeout, attempt after attempt.
@@ -40,14 +43,19 @@ class RefusalWatch:
     """A consumer's ``error_cb``: keeps the latest refusal (called on the polling thread).
 
     Every error is also logged: librdkafka logs its errors itself only while no ``error_cb``
-    is set, and a broker going down mid-run must still be seen in the logs."""
+    is set, and a broker going down mid-run must still be seen in the logs. A running
+    consumer's watch also tells its mapping's :class:`SourceHealth` when no broker answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, health: SourceHealth | None = None) -> None:
         self.refusal: KafkaError | None = None
+        self._health = health
 
     def __call__(self, error: KafkaError) -> None:
-        if error.code() in REFUSAL_CODES:
+        code = error.code()
+        if code in REFUSAL_CODES:
             self.refusal = error
+        elif code in DOWN_CODES and self._health is not None:
+            self._health.failed(error.str())
         _log.warning("kafka client error", error=error.str(), code=error.name())
 
 

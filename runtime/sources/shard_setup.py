@@ -72,4 +72,5 @@ def make_shard_source(
         failover_seconds=settings.lease_failover_seconds,
         poll_seconds=settings.stream_poll_interval_seconds or api.default_poll_seconds,
         sync_seconds=settings.shard_sync_seconds,
+        unreachable_after_seconds=settings.source_unreachable_after_seconds,
     )

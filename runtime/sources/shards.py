@@ -45,6 +45,7 @@ from runtime.ordered.checkpoints import Checkpoint, CheckpointResult
 from runtime.pipeline.records import Record
 from runtime.sources.aws import error_code, is_unreachable
 from runtime.sources.base import Assignment, SourceError, SourceUnreachable, UnitSink
+from runtime.sources.health import SourceHealth
 from runtime.sources.shard_apis import ExpiredIterator, Shard, ShardApi, Throttled
 from runtime.sources.stream_records import StreamShape, stream_identifier
 
@@ -148,9 +149,15 @@ class ShardSource:
         failover_seconds: float,
         poll_seconds: float,
         sync_seconds: float,
+        unreachable_after_seconds: float = 10.0,
     ) -> None:
         self.mapping = mapping
         self._metrics = metrics
+        self._health = SourceHealth(
+            metrics.source_unreachable,
+            after_seconds=unreachable_after_seconds,
+            source=mapping.source.identity,
+        )
         self._api = api
         self._shape = shape
         self._store = store
@@ -341,6 +348,7 @@ class ShardSource:
                 await self._sync_shards()
             except Exception as exc:
                 self._metrics.polling_errors.inc()
+                self._health.failed(repr(exc))
                 self._log.warning("listing shards failed", error=repr(exc)[:500])
 
     async def _sync_shards(self) -> None:
@@ -455,6 +463,7 @@ class ShardSource:
                     st.last_read_seq = None
                     continue
                 self._metrics.polling_errors.inc()
+                self._health.failed(repr(exc))
                 self._log.warning(
                     "getting a shard iterator failed", shard=st.shard, error=repr(exc)
                 )
@@ -494,11 +503,13 @@ class ShardSource:
                     iterator = _GONE
                     continue
                 if not isinstance(exc, Throttled):
+                    self._health.failed(repr(exc))
                     self._log.warning("reading a shard failed", shard=st.shard, error=repr(exc))
                 await self._sleep(st, delay)
                 delay = min(delay * 2, _ERROR_BACKOFF[1])
                 continue
             delay = _ERROR_BACKOFF[0]
+            self._health.answered()
             if not st.reading:
                 return
             st.millis_behind = page.millis_behind

@@ -31,6 +31,7 @@ from runtime.metrics import MappingMetrics
 from runtime.pipeline.records import Record
 from runtime.sources.aws import AwsClients, error_code, is_unreachable
 from runtime.sources.base import SourceError, SourceUnreachable
+from runtime.sources.health import SourceHealth
 
 log = structlog.get_logger("runtime.sources.sqs")
 
@@ -159,6 +160,11 @@ class SqsSource:
         self._clients = clients
         self._settings = settings
         self._metrics = metrics
+        self._health = SourceHealth(
+            metrics.source_unreachable,
+            after_seconds=settings.source_unreachable_after_seconds,
+            source=src.arn,
+        )
         self._client: Any = None
         self._url = ""
         self.visibility_timeout = 30
@@ -216,6 +222,7 @@ class SqsSource:
             raise
         except Exception as exc:
             self._metrics.polling_errors.inc()
+            self._health.failed(str(exc))
             log.warning(
                 "ReceiveMessage failed",
                 queue=self._arn,
@@ -226,6 +233,7 @@ class SqsSource:
             self._backoff = min(self._backoff * 2, _FETCH_ERROR_BACKOFF[1])
             return []
         self._backoff = _FETCH_ERROR_BACKOFF[0]
+        self._health.answered()
         messages = resp.get("Messages") or ()
         if not messages:
             return []

@@ -20,8 +20,11 @@ again after it (``REGROUP_SECONDS``). Each test takes 7-16 s here.
 - An emulator that comes back empty (SIGKILL): the runtime keeps running, counts the failed
   polls (``esm_polling_errors_total``) while the endpoint is down and then the queue gone,
   and reads the queue again, without a restart of its own, once the test has made it again.
-  An outage mid-run does not show in ``/readyz`` or ``esm_event_source_unreachable``: those
-  cover a source that cannot be started (tests/chaos/test_unreachable_at_start.py).
+- An outage mid-run sets ``esm_event_source_unreachable`` to 1 once every fetch has failed
+  for ``ESM_SOURCE_UNREACHABLE_AFTER_SECONDS`` (1 s here), with one error line, and back to 0
+  with one info line when the source answers; ``/readyz`` stays ready (the workers are
+  fine and restarting the pod would not help), unlike a source that cannot be started
+  (tests/chaos/test_unreachable_at_start.py).
 """
 
 from __future__ import annotations
@@ -51,7 +54,12 @@ ACK_WINDOW_SECONDS = 2.5
 # noticed (a heartbeat or commit, every second) and the group has formed again (the join is
 # held for half the session timeout, 3 s in the suite); what was done meanwhile is read again.
 REGROUP_SECONDS = 5.0
-FAST_RETRY = {"ESM_SOURCE_RETRY_SECONDS": "0.5", "ESM_SOURCE_RETRY_MAX_SECONDS": "2"}
+FAST_RETRY = {
+    "ESM_SOURCE_RETRY_SECONDS": "0.5",
+    "ESM_SOURCE_RETRY_MAX_SECONDS": "2",
+    "ESM_SOURCE_UNREACHABLE_AFTER_SECONDS": "1",
+}
+UNREACHABLE = "esm_event_source_unreachable"
 
 
 def first_completions(invocations: list[Invocation]) -> dict[int, float]:
@@ -115,12 +123,20 @@ def run_through_a_restart(
     )
     down = time.time()
     take_down()
-    time.sleep(DOWN_SECONDS)
+    gone = time.time()  # an emulator stopped cleanly takes a while to save its state
+    # The outage is reported while it lasts (after ESM_SOURCE_UNREACHABLE_AFTER_SECONDS)...
+    wait_until(lambda: rt.metric(UNREACHABLE) == 1, DOWN_SECONDS + 5, what="outage reported")
+    reported_after = time.time() - gone
+    time.sleep(max(0.0, down + DOWN_SECONDS - time.time()))
     bring_back()
     back = time.time()
     source.produce(range(first, first + then))
     total = first + then
     wait_all_done(record_file, total, 120)
+    # ... and cleared alone once the source answers again, each with one log line.
+    wait_until(lambda: rt.metric(UNREACHABLE) == 0, 30, what="outage cleared")
+    logs = rt.logs()
+    assert "event source unreachable" in logs and "event source answers again" in logs
     time.sleep(1)  # late duplicates, if any, arrive now
     invocations = read(record_file)
     verdict = check(invocations, total, ordered=source.ordered)
@@ -129,6 +145,7 @@ def run_through_a_restart(
         **verdict.summary(),
         "max_recovery_s": recovery(invocations, first, back),
         "worker_restarts": rt.metric("esm_worker_restarts_total"),
+        "unreachable_reported_after_s": round(reported_after, 1),
     }
     first_done = first_completions(invocations)
     redone = [first_done[n] for n, c in completed_numbers(invocations).items() if c > 1]
