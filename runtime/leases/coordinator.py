@@ -19,9 +19,12 @@ from under a running invocation.
   worker's monotonic clock, so clocks of different pods never matter), or that has no owner,
   may be taken, conditionally on the owner and counter seen.
 - **Balance.** Each worker aims at ``ceil(eligible / live owners)`` leases. It takes free or
-  expired leases first; when none are left and another owner holds more than the target, it
-  *asks* for one (``pending_owner``): that owner finishes what runs, writes the shard's final
-  checkpoint and frees the lease, which the asker then takes. Ownership never overlaps.
+  expired leases first; when none are left and other owners hold more than the target, it
+  *asks* for leases (``pending_owner``): each owner finishes what runs, writes the shard's
+  final checkpoint and frees the lease, which the asker then takes. Ownership never overlaps.
+  A scan asks for up to a quarter of the target at once (KCL steals one lease per scan by
+  default: a worker joining one that took all 512 shards waited minutes for its half), never
+  for more than brings the asker to the target or takes an owner below it.
 - **Eligibility.** Ended shards (checkpoint ``SHARD_END``) are never taken; a shard whose
   parents (known to the table) have not all ended waits, so a child starts only after its
   parent(s) were read to the end and checkpointed as ended.
@@ -118,7 +121,7 @@ class LeaseCoordinator:
         self._stopped = False
         self._taking = True
         # The shard we asked another owner to hand over, and that owner.
-        self._asked: tuple[str, str] | None = None
+        self._asked: dict[str, str] = {}
         # Every store call is bounded by this: a call that hangs must not keep a renewal (or
         # the fence) from happening in time.
         self._call_timeout = max(0.5, failover_seconds / 3)
@@ -380,11 +383,12 @@ class LeaseCoordinator:
         live.add(self.owner)
         target = math.ceil(len(eligible) / len(live)) if eligible else 0
         mine = sum(1 for lz in eligible if lz.shard in self._held)
-        if self._asked is not None:
-            shard, asked_of = self._asked
-            current = next((lz for lz in eligible if lz.shard == shard), None)
-            if current is None or shard in self._held or current.owner not in (asked_of, None):
-                self._asked = None  # done, gone, or taken by a third worker
+        if self._asked:
+            by_shard = {lz.shard: lz for lz in eligible}
+            for shard, asked_of in list(self._asked.items()):
+                current = by_shard.get(shard)
+                if current is None or shard in self._held or current.owner not in (asked_of, None):
+                    del self._asked[shard]  # done, gone, or taken by a third worker
         if mine >= target or not self._taking:
             return
         free = [
@@ -416,16 +420,17 @@ class LeaseCoordinator:
                 checkpoint=got.checkpoint.encode() if got.checkpoint else None,
             )
             self._holder.acquired(got, h.token)
-        if mine >= target or free or self._asked is not None:
+        short = target - mine - len(self._asked)
+        if short <= 0 or free:
             return
-        wanted = self._ask_for_one(eligible, target, now)
-        if (
-            wanted is not None
-            and wanted.owner is not None
-            and await self._call(self.store.request(wanted, self.owner))
-        ):
-            self._asked = (wanted.shard, wanted.owner)
-            self._log.info("asked for a lease hand-off", shard=wanted.shard, owner=wanted.owner)
+        for wanted in self._ask_for(eligible, target, now, min(short, max(1, target // 4))):
+            if not self._taking:
+                return
+            if wanted.owner is not None and await self._call(
+                self.store.request(wanted, self.owner)
+            ):
+                self._asked[wanted.shard] = wanted.owner
+                self._log.info("asked for a lease hand-off", shard=wanted.shard, owner=wanted.owner)
 
     async def _clean_up(self, leases: list[Lease]) -> None:
         """Delete ended leases whose children all started (have a checkpoint): the table
@@ -447,19 +452,23 @@ class LeaseCoordinator:
                 self._seen.pop(lz.shard, None)
                 self._log.info("ended lease deleted", shard=lz.shard)
 
-    def _ask_for_one(self, eligible: list[Lease], target: int, now: float) -> Lease | None:
-        """A lease of the owner holding the most, if it holds more than the target."""
-        counts: dict[str, list[Lease]] = {}
+    def _ask_for(self, eligible: list[Lease], target: int, now: float, n: int) -> list[Lease]:
+        """Up to ``n`` leases to ask for, richest owners first, each owner giving at most what
+        it holds above the target (counting hand-offs already asked of it, by anyone)."""
+        held: dict[str, list[Lease]] = {}
         for lz in eligible:
             if lz.owner and lz.owner != self.owner and not self._expired(lz, now):
-                counts.setdefault(lz.owner, []).append(lz)
-        if not counts:
-            return None
-        richest = max(counts.values(), key=len)
-        if len(richest) <= target:
-            return None
-        choices = [lz for lz in richest if lz.pending_owner is None]
-        return random.choice(choices) if choices else None
+                held.setdefault(lz.owner, []).append(lz)
+        out: list[Lease] = []
+        for leases in sorted(held.values(), key=len, reverse=True):
+            asked = [lz for lz in leases if lz.pending_owner is None]
+            spare = len(leases) - target - (len(leases) - len(asked))
+            if spare <= 0:
+                break
+            out += random.sample(asked, min(spare, n - len(out)))
+            if len(out) >= n:
+                break
+        return out
 
     def _reserved_for_another(self, lease: Lease, now: float) -> bool:
         """A lease handed over on request is left to the worker that asked (for a failover

@@ -90,7 +90,7 @@ def test_two_workers_balance_by_asking_and_never_share_a_lease(tmp_path: Path) -
         await until(lambda: len(a.held) == 4)
         b, _ = make(store_b, "b")
         b.start()
-        # b finds nothing free, asks a (one shard at a time), a hands over: 2 and 2.
+        # b finds nothing free, asks a for what is above the target, a hands over: 2 and 2.
         await until(lambda: len(a.held) == 2 and len(b.held) == 2)
         assert len(ha.hand_offs) == 2 and all(w is None for _, w in ha.hand_offs)
         assert not set(a.held) & set(b.held)
@@ -98,6 +98,42 @@ def test_two_workers_balance_by_asking_and_never_share_a_lease(tmp_path: Path) -
         assert sorted(owners.values()) == ["a", "a", "b", "b"]
         await asyncio.sleep(0.5)  # stable: no ping-pong
         assert len(a.held) == 2 and len(b.held) == 2 and len(ha.hand_offs) == 2
+        await a.stop()
+        await b.stop()
+        await store_a.close()
+        await store_b.close()
+
+    run(scenario)
+
+
+def test_a_joining_worker_asks_for_its_share_a_quarter_at_a_time_and_no_more(
+    tmp_path: Path,
+) -> None:
+    """32 shards held by a: b's target is 16; it asks for 4 a scan (KCL's one a scan made a
+    worker joining one that held 512 shards wait minutes) until 16 are asked, never more,
+    even while a has handed none over yet."""
+
+    async def scenario() -> None:
+        store_a = SqliteLeaseStore(str(tmp_path), "m")
+        store_b = SqliteLeaseStore(str(tmp_path), "m")
+        await store_a.open()
+        await store_a.ensure([(f"s{i}", ()) for i in range(32)])
+        a, ha = make(store_a, "a")
+        ha.release_on_hand_off = False  # a holds on: b's asks pile up
+        a.start()
+        await until(lambda: len(a.held) == 32)
+        b, _ = make(store_b, "b")
+        b.start()
+        await until(lambda: len(ha.hand_offs) == 16)
+        await asyncio.sleep(0.5)  # ten more scans: no more asks
+        pending = [lz.pending_owner for lz in await store_a.list() if lz.pending_owner]
+        assert pending == ["b"] * 16 and len(ha.hand_offs) == 16
+        for shard, _ in ha.hand_offs:
+            token = a.token_of(shard)
+            assert token is not None
+            await a.release(shard, token)
+        await until(lambda: len(a.held) == 16 and len(b.held) == 16)
+        assert not set(a.held) & set(b.held)
         await a.stop()
         await b.stop()
         await store_a.close()
