@@ -85,7 +85,7 @@ import sys
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -316,10 +316,12 @@ def wait_committed(
     stall_timeout: float,
     extra_pids: dict[str, int],
     poll: float,
+    on_sample: Callable[[float, dict[str, float]], None] | None = None,
 ) -> Committed:
     """Wait until the started runtime is ready, then until it checkpointed n records, polling
-    /metrics every ``poll`` seconds. Fails after ``timeout`` from /readyz, or ``stall_timeout``
-    without a record checkpointed."""
+    /metrics every ``poll`` seconds (``on_sample`` sees each poll's perf_counter time and
+    metrics). Fails after ``timeout`` from /readyz, or ``stall_timeout`` without a record
+    checkpointed."""
     ready = rt.wait_ready(60)
     watched = rt.watched(extra_pids)
     cpu0 = cpu_snapshot(watched)
@@ -331,6 +333,8 @@ def wait_committed(
         rt.check_alive()
         polled_at = time.perf_counter()
         m = rt.metrics()
+        if on_sample is not None:
+            on_sample(polled_at, m)
         committed = m.get("lambda_committed_events_total", 0.0)
         polled = m.get("lambda_polled_events_total", 0.0)
         if polled_at_ready is None:
@@ -387,16 +391,21 @@ class ThroughputRun:
 
 def run_runtime(ctx: Context, round_no: int) -> ThroughputRun:
     a = ctx.args
-    n = a.records
-    with filled_stream(ctx, a.shards, "bench-rt", n, throughput_key) as (arn, fill_s):
-        config = stream_config(arn, NOOP_HANDLER, a.batch_size)
-        tag = f"rt-{round_no}"
-        rt = Runtime(ctx.workdir, tag, config, ctx.endpoint, a.workers, ctx.env(tag))
-        with rt.running() as launched:
-            c = wait_committed(
-                rt, n, a.timeout, a.stall_timeout, ctx.extra_pids, poll=a.metrics_poll
-            )
-            code = rt.stop_checked()
+    with filled_stream(ctx, a.shards, "bench-rt", a.records, throughput_key) as (arn, fill_s):
+        return runtime_throughput(ctx, round_no, arn, a.records, fill_s)
+
+
+def runtime_throughput(
+    ctx: Context, round_no: int, arn: str, n: int, fill_s: float
+) -> ThroughputRun:
+    """Phase 1A on the stream ``arn`` (Kinesis or DynamoDB) holding n records."""
+    a = ctx.args
+    config = stream_config(arn, NOOP_HANDLER, a.batch_size)
+    tag = f"rt-{round_no}"
+    rt = Runtime(ctx.workdir, tag, config, ctx.endpoint, a.workers, ctx.env(tag))
+    with rt.running() as launched:
+        c = wait_committed(rt, n, a.timeout, a.stall_timeout, ctx.extra_pids, poll=a.metrics_poll)
+        code = rt.stop_checked()
     seconds = c.done - c.ready
     from_first = c.done - c.first
     m = c.metrics
@@ -431,6 +440,85 @@ class RawStats:
     done_at: float = 0.0
 
 
+def raw_client_config(shards: int) -> AioConfig:
+    """The raw loops' aiobotocore settings: a connection per reading coroutine, and more."""
+    return AioConfig(
+        max_pool_connections=max(2 * shards, 10),
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+
+
+async def read_shards(
+    streams: Any,
+    shards: list[str],
+    open_iterator: Callable[[str], Awaitable[str]],
+    n: int,
+    read_limit: int,
+    idle_sleep: float,
+    limit_seconds: float,
+    extra_pids: dict[str, int],
+    list_shards: Callable[[], Awaitable[list[str]]] | None = None,
+) -> tuple[float, float, dict[str, float], RawStats]:
+    """The raw loop on an aiobotocore Kinesis or DynamoDB Streams client ``streams``: one
+    coroutine per shard, each ``open_iterator(shard)`` then GetRecords(Limit=read_limit) in a
+    loop (sleeping ``idle_sleep`` after an empty page) until together they read n records.
+
+    With ``list_shards``, the shards are listed by it inside the timed window (``shards`` is
+    then ignored). Returns (seconds from the first call to the N-th record, from the first
+    record read to the N-th, CPU seconds by process, stats)."""
+    stats = RawStats()
+    done = asyncio.Event()
+
+    async def read(shard: str) -> None:
+        iterator: str | None = await open_iterator(shard)
+        while iterator is not None and not done.is_set():
+            page = await streams.get_records(ShardIterator=iterator, Limit=read_limit)
+            stats.calls += 1
+            records = page.get("Records") or []
+            if records and not stats.read:
+                stats.first_at = time.perf_counter()
+            stats.read += len(records)
+            if stats.read >= n and not done.is_set():
+                stats.done_at = time.perf_counter()
+                done.set()
+            iterator = page.get("NextShardIterator")
+            if not records:
+                stats.empty += 1
+                await asyncio.sleep(idle_sleep)
+
+    watched = {"bench": os.getpid(), **extra_pids}
+    cpu0 = cpu_snapshot(watched)
+    started = time.perf_counter()
+    if list_shards is not None:
+        shards = await list_shards()
+    tasks = [asyncio.create_task(read(s)) for s in shards]
+    finished: asyncio.Task[Any] = asyncio.create_task(done.wait())
+    try:
+        deadline = time.monotonic() + limit_seconds
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"raw loop read {stats.read} of {n} records in time")
+            await asyncio.wait(
+                {finished, *tasks}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if done.is_set():
+                break
+            for t in tasks:
+                if t.done() and t.exception() is not None:
+                    raise BenchError(f"raw loop failed: {t.exception()!r}")
+            if all(t.done() for t in tasks):
+                raise BenchError(f"raw loop: every shard ended after {stats.read} records")
+        cpu = cpu_delta(cpu0, cpu_snapshot(watched))
+    finally:
+        for t in (*tasks, finished):
+            t.cancel()
+        await asyncio.gather(*tasks, finished, return_exceptions=True)
+    return stats.done_at - started, stats.done_at - stats.first_at, cpu, stats
+
+
 async def _raw(
     endpoint: str,
     name: str,
@@ -440,69 +528,26 @@ async def _raw(
     limit_seconds: float,
     extra_pids: dict[str, int],
 ) -> tuple[float, float, dict[str, float], RawStats]:
-    """Read n records; return (seconds from the first call to the N-th record, from the first
-    record read to the N-th, CPU seconds by process, stats)."""
-    config = AioConfig(
-        max_pool_connections=max(2 * len(shards), 10),
-        retries={"mode": "standard", "max_attempts": 3},
-        connect_timeout=5,
-        read_timeout=60,
-    )
-    stats = RawStats()
-    done = asyncio.Event()
+    """Read n records from the Kinesis stream ``name`` (:func:`read_shards`)."""
     async with get_session().create_client(
-        "kinesis", endpoint_url=endpoint, region_name=REGION, config=config, **CREDENTIALS
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=raw_client_config(len(shards)),
+        **CREDENTIALS,
     ) as kinesis:
         # Warm up (client, connection) outside the window, as the runtime does before ready.
         await kinesis.describe_stream_summary(StreamName=name)
 
-        async def read(shard: str) -> None:
+        async def open_iterator(shard: str) -> str:
             got = await kinesis.get_shard_iterator(
                 StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
             )
-            iterator: str | None = got["ShardIterator"]
-            while iterator is not None and not done.is_set():
-                page = await kinesis.get_records(ShardIterator=iterator, Limit=READ_LIMIT)
-                stats.calls += 1
-                records = page.get("Records") or []
-                if records and not stats.read:
-                    stats.first_at = time.perf_counter()
-                stats.read += len(records)
-                if stats.read >= n and not done.is_set():
-                    stats.done_at = time.perf_counter()
-                    done.set()
-                iterator = page.get("NextShardIterator")
-                if not records:
-                    stats.empty += 1
-                    await asyncio.sleep(idle_sleep)
+            return str(got["ShardIterator"])
 
-        watched = {"bench": os.getpid(), **extra_pids}
-        cpu0 = cpu_snapshot(watched)
-        started = time.perf_counter()
-        tasks = [asyncio.create_task(read(s)) for s in shards]
-        finished: asyncio.Task[Any] = asyncio.create_task(done.wait())
-        try:
-            deadline = time.monotonic() + limit_seconds
-            while not done.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"raw loop read {stats.read} of {n} records in time")
-                await asyncio.wait(
-                    {finished, *tasks}, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                if done.is_set():
-                    break
-                for t in tasks:
-                    if t.done() and t.exception() is not None:
-                        raise BenchError(f"raw loop failed: {t.exception()!r}")
-                if all(t.done() for t in tasks):
-                    raise BenchError(f"raw loop: every shard ended after {stats.read} records")
-            cpu = cpu_delta(cpu0, cpu_snapshot(watched))
-        finally:
-            for t in (*tasks, finished):
-                t.cancel()
-            await asyncio.gather(*tasks, finished, return_exceptions=True)
-    return stats.done_at - started, stats.done_at - stats.first_at, cpu, stats
+        return await read_shards(
+            kinesis, shards, open_iterator, n, READ_LIMIT, idle_sleep, limit_seconds, extra_pids
+        )
 
 
 def run_raw(ctx: Context, round_no: int) -> ThroughputRun:
@@ -521,6 +566,19 @@ def run_raw(ctx: Context, round_no: int) -> ThroughputRun:
                 ctx.extra_pids,
             )
         )
+    return raw_throughput(round_no, n, fill_s, seconds, from_first, cpu, stats)
+
+
+def raw_throughput(
+    round_no: int,
+    n: int,
+    fill_s: float,
+    seconds: float,
+    from_first: float,
+    cpu: dict[str, float],
+    stats: RawStats,
+) -> ThroughputRun:
+    """Phase 1B's figures from what :func:`read_shards` returned."""
     return ThroughputRun(
         phase="raw",
         round=round_no,

@@ -10,6 +10,9 @@ is time.time() in ms when the handler started, ``timestamp`` each record's Kafka
 and ``latency`` = now - timestamp, in ms. ``sleep_20ms`` (Kinesis events) holds each batch for
 20 ms and, with RECORD_FILE set, appends ``{"pid", "start", "end", "records": [[partitionKey, n],
 ...]}`` per invocation, like ``sleep_10ms`` (``n`` from the record's base64 JSON data).
+``sleep_env`` (SQS events) is ``sleep_10ms`` with the sleep read from the function's
+``SLEEP_MS`` variable (100 when unset), so a benchmark chooses how long a batch holds its
+concurrency slot without a handler per duration.
 """
 
 from __future__ import annotations
@@ -94,3 +97,7 @@ def _kinesis_key(record: dict[str, Any]) -> list[Any]:
 
 def sleep_20ms(event: Any, context: Any) -> None:
     _timed(event, 0.02, _kinesis_key)
+
+
+def sleep_env(event: Any, context: Any) -> None:
+    _timed(event, float(os.environ.get("SLEEP_MS", "100")) / 1000, _record_key)

@@ -92,9 +92,19 @@ BENCHES: tuple[Bench, ...] = (
         "--idle-seconds 1",
         1200,
     ),
-    Bench("dynamodb", "bench_dynamodb", "", "--quick", 900),
-    Bench("scaleup", "bench_scaleup", "", "--quick", 900),
-    Bench("scale", "bench_scale", "", "--quick", 1800),
+    # bench_dynamodb and bench_scaleup have no --quick: their smoke-test sizes instead.
+    Bench("dynamodb", "bench_dynamodb", "--records 20000 --repeat 2", "--records 500", 900),
+    Bench(
+        "scaleup",
+        "bench_scaleup",
+        "--messages 5000 --max-concurrency 20 --sleep-ms 100",
+        "--messages 300 --max-concurrency 4 --sleep-ms 50 --workers 1",
+        900,
+    ),
+    # The longest (about 10 min): 512 Kinesis shards' leases are balanced by hand-offs before
+    # the idle window (up to --balance-timeout, 900 s); --quick is units 1,4, a few thousand
+    # records.
+    Bench("scale", "bench_scale", "--sources kafka,kinesis --units 1,64,512", "--quick", 1800),
     Bench("filter", "bench_filter", "--seconds 2 --repeat 3", "--seconds 0.3 --repeat 1", 300),
 )
 

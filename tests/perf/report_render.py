@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 Data = dict[str, Any]
 
@@ -283,6 +283,362 @@ def kinesis_section(entry: Any, charts: Charts) -> str:
     return "".join(out)
 
 
+def _caption(machine: Data, entry: dict[str, Any]) -> str:
+    """Under a chart, in place of the section's closing command line: the machine and the
+    command, so the figure still says where it comes from when looked at (or copied) alone."""
+    return (
+        f"\nMachine: {machine.get('cores')} cores ({machine.get('cpu')}), "
+        f"{machine.get('memory_gib')} GiB, commit {machine.get('commit')}. " + _cmd(entry)
+    )
+
+
+def _per(a: Any, b: Any) -> float | None:
+    """a / b, or None when either is missing or b is 0 (shown as n/a)."""
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
+        return None
+    return a / b
+
+
+def _percent(a: Any, b: Any) -> str:
+    share = _per(a, b)
+    return "n/a" if share is None else f"{100 * share:.0f}"
+
+
+# --------------------------------------------------------------------------- bench_scale
+
+
+class ScaleRow(NamedTuple):
+    """One unit count of one source in bench_scale's RESULT (``sources.<name>.runs[i]``)."""
+
+    source: str
+    unit: str  # "partition" or "shard"
+    units: Any  # the count (an int, unless the RESULT is damaged)
+    idle: Data
+    load: Data
+
+
+def _scale_rows(sources: Any) -> list[ScaleRow]:
+    """Every run of every source, in the order measured (a missing half shows as n/a)."""
+    out = []
+    for name, src in (sources if isinstance(sources, dict) else {}).items():
+        unit = get(src, "unit") or "unit"
+        for run in get(src, "runs") or []:
+            idle, load = get(run, "idle"), get(run, "load")
+            out.append(ScaleRow(str(name), str(unit), get(run, "units"),
+                                idle if isinstance(idle, dict) else {},
+                                load if isinstance(load, dict) else {}))  # fmt: skip
+    return out
+
+
+def _units(count: Any, unit: str) -> str:
+    return f"{num(count)} {unit}" + ("" if count == 1 else "s")
+
+
+def _mib_split(run: Data) -> str:
+    """``supervisor / worker + worker`` MiB, each process's RSS."""
+    workers = get(run, "rss_workers_mib") or []
+    return f"{num(run.get('rss_supervisor_mib'), 1)} / " + " + ".join(num(w, 1) for w in workers)
+
+
+def _balance(idle: Data) -> str:
+    """Time to the shard leases balanced over the workers. A source without a lease table
+    (Kafka: held_at_* are null, its coordinator assigns at once) has no such time: the bench
+    then reports own_seconds again, which is not a balancing figure."""
+    if idle.get("held_at_start") is None and idle.get("held_at_end") is None:
+        return "-"
+    if idle.get("balanced_seconds") is None:
+        return "not in time"
+    return num(idle.get("balanced_seconds"), 1)
+
+
+def _scale_idle_table(rows: list[ScaleRow]) -> str:
+    return table(
+        ["source", "units", "RSS MiB", "supervisor / workers MiB", "runtime cores",
+         "server cores", "all owned s", "leases balanced s", "/metrics KiB, ms"],
+        [
+            [name, _units(units, unit), num(i.get("rss_total_mib"), 1), _mib_split(i),
+             num(i.get("runtime_cores"), 3), num(i.get("server_cores"), 3),
+             num(i.get("own_seconds"), 2), _balance(i),
+             f"{num(_per(i.get('metrics_bytes'), 1024), 0)}, "
+             f"{num(i.get('metrics_scrape_cpu_ms'), 1)}"]
+            for name, unit, units, i, _ in rows
+        ],
+    )  # fmt: skip
+
+
+def _scale_load_table(rows: list[ScaleRow]) -> str:
+    return table(
+        ["source", "units", "records", "records/s", "steady records/s", "RSS MiB",
+         "runtime cores", "worker µs/record", "all committed s from launch"],
+        [
+            [name, _units(units, unit), num(ld.get("records")),
+             num(ld.get("records_per_s")), num(ld.get("steady_records_per_s")),
+             num(ld.get("rss_total_mib"), 1),
+             num(_per(ld.get("runtime_cpu_seconds"), ld.get("seconds")), 2),
+             num(ld.get("worker_cpu_us_per_record"), 1), num(ld.get("committed_seconds"), 1)]
+            for name, unit, units, _, ld in rows
+        ],
+    )  # fmt: skip
+
+
+def _scale_chart(fig: Any, rows: list[ScaleRow]) -> None:
+    """RSS (left) and idle runtime cores (right) against units, log x: what each added
+    partition or shard costs is the slope."""
+    mem, cpu = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    units: set[int] = set()
+    for n, name in enumerate(dict.fromkeys(r.source for r in rows)):
+        mine = [r for r in rows if r.source == name and isinstance(r.units, int)]
+        xs = [r.units for r in mine]
+        units.update(xs)
+        for label, style, runs in (("idle", "o-", [r.idle for r in mine]),
+                                   ("loaded", "s--", [r.load for r in mine])):  # fmt: skip
+            ys = [run.get("rss_total_mib") or float("nan") for run in runs]
+            mem.plot(xs, ys, style, color=f"C{n}", label=f"{name} {label}")
+        ys = [r.idle.get("runtime_cores") or float("nan") for r in mine]
+        cpu.plot(xs, ys, "o-", color=f"C{n}", label=name)
+    for ax, title, unit in ((mem, "RSS, supervisor + workers", "MiB"),
+                            (cpu, "CPU while idle (runtime)", "cores")):  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(units), [str(u) for u in sorted(units)])
+        ax.set_xlabel("partitions / shards")
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    mem.set_ylim(bottom=0)
+    cpu.set_ylim(bottom=0)
+
+
+def scale_section(entry: Any, charts: Charts, machine: Data) -> str:
+    out = ["## Partitions and shards\n\n"]
+    bad = _failed("bench_scale", entry)
+    if bad:
+        return out[0] + bad
+    r = entry["result"]
+    rows = _scale_rows(r.get("sources"))
+    out.append(
+        "What each Kafka partition or Kinesis shard a mapping owns costs: every one is a unit "
+        "of the ordered core with its own reader, buffers, checkpoint tracker and metrics "
+        f"series. For each unit count, a fresh runtime with {r.get('workers')} workers, a "
+        f"no-op handler and BatchSize {r.get('batch_size')} on a fresh topic or stream; read "
+        "a source's rows downwards: the growth from one unit is what the added units cost.\n\n"
+        "**Idle**: on an empty topic or stream, once every unit is owned (and, for Kinesis, "
+        f"the shard leases balanced over the workers), {num(r.get('settle_seconds'))} s to "
+        f"settle, then CPU over {num(r.get('idle_seconds'))} s and RSS at the end. Cores are "
+        "CPU seconds per second: the runtime's (supervisor + workers) and the server's "
+        "(broker or emulator; from 64 shards on, ministack's own cost, not what Kinesis "
+        "would charge). Leases balanced: seconds from `/readyz` until no worker held more "
+        "than one shard over another (the first worker takes every free lease, the other "
+        "asks for its share by hand-offs; Kafka has no leases). The "
+        "last column is one `/metrics` response's size and the supervisor's CPU to render "
+        "it.\n\n"
+        f"**Under load**: records of {r.get('body_bytes')} B filled beforehand, timed from the "
+        "first record read to the last committed (steady: between 10 % and 90 % committed); "
+        "RSS right after; all committed is seconds from the launch.\n\n"
+    )
+    if not rows:
+        return "".join(out) + "_No run reported._\n\n" + _cmd(entry)
+    out.append("Idle:\n\n" + _scale_idle_table(rows))
+    out.append("\nUnder load:\n\n" + _scale_load_table(rows))
+    chart = charts.save("scale_memory", lambda fig: _scale_chart(fig, rows), "Cost by units")
+    out.append("\n" + chart + _caption(machine, entry))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- bench_scaleup
+
+# Lambda's documented SQS ramp, as bench_scaleup models it (LAMBDA_INITIAL,
+# LAMBDA_RATES_PER_MINUTE there; not imported, so rendering loads no benchmark code):
+# five concurrent batches at once, then this many more per minute.
+LAMBDA_INITIAL = 5
+LAMBDA_RAMPS = {
+    "current": ("Lambda, 300/min", 300),
+    "before_2023": ("Lambda before 2023, 60/min", 60),
+}
+
+
+def _seconds(value: Any) -> str:
+    return "never" if value is None else num(value, 2)
+
+
+def _levels(r: Data) -> list[int]:
+    """The concurrency targets (50, 90, 100 % of the maximum, rounded up), each once: with a
+    small maximum two of them are the same level."""
+    return [x for x in dict.fromkeys(r.get("levels") or []) if isinstance(x, int)]
+
+
+def _scaleup_table(r: Data) -> str:
+    maximum = r.get("maximum_concurrency")
+    rows = []
+    for level in _levels(r):
+        k = str(level)
+        rows.append(
+            [f"{level} ({_percent(level, maximum)} %)", _seconds(get(r, "handler_seconds", k)),
+             _seconds(get(r, "sampled_seconds", k)), _seconds(get(r, "limit_seconds", k))]
+            + [_seconds(get(r, "lambda_seconds", name, k)) for name in LAMBDA_RAMPS]
+        )  # fmt: skip
+    headers = ["concurrency (of max.)", "runtime s", "sampled s", "limit s"]
+    return table(headers + [f"{label} s (model)" for label, _ in LAMBDA_RAMPS.values()], rows)
+
+
+def _ramp(maximum: int, per_minute: int, end: float) -> tuple[list[float], list[float]]:
+    """Lambda's modelled concurrency from 0 to ``end`` s: the initial batches, then linear up
+    to the maximum (cut at ``end`` so a slow ramp does not squash the measured curve)."""
+    start = min(LAMBDA_INITIAL, maximum)
+    full = max(0, maximum - LAMBDA_INITIAL) * 60 / per_minute
+    cut = min(full, max(end, 0.0))
+    at_cut = min(maximum, start + per_minute / 60 * cut)
+    return [0.0, cut, max(end, cut)], [start, at_cut, at_cut]
+
+
+def _scaleup_timeline(fig: Any, r: Data, timeline: list[list[float]]) -> None:
+    """Concurrency as sampled from the runtime's gauges against Lambda's modelled ramp."""
+    ax = fig.add_subplot(1, 1, 1)
+    maximum = r.get("maximum_concurrency") or 0
+    ts = [p[0] for p in timeline]
+    ax.step(ts, [p[1] for p in timeline], where="post", label="handlers running (sampled)")
+    ax.step(ts, [p[3] for p in timeline], where="post", ls="--", label="concurrency limit")
+    for (label, rate), style in zip(LAMBDA_RAMPS.values(), (":", "-."), strict=True):
+        xs, ys = _ramp(maximum, rate, ts[-1])
+        ax.plot(xs, ys, style, color="#9aa5b1", label=f"{label} (model)")
+    ax.axhline(maximum, color="#d62728", lw=0.8, label="MaximumConcurrency")
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel("seconds from /readyz")
+    ax.set_ylabel("concurrent batches")
+    ax.set_title("SQS scale-up from a backlog", fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def _scaleup_bars(fig: Any, r: Data) -> None:
+    """Without a time series: seconds to each level, runtime against Lambda's model."""
+    ax = fig.add_subplot(1, 1, 1)
+    levels = _levels(r)
+    series = [("runtime", get(r, "handler_seconds"))]
+    series += [(label, get(r, "lambda_seconds", name)) for name, (label, _) in LAMBDA_RAMPS.items()]
+    width = 0.8 / len(series)
+    for off, (label, by_level) in enumerate(series):
+        ys = [get(by_level, str(level)) for level in levels]
+        ys = [y if isinstance(y, int | float) else float("nan") for y in ys]
+        ax.bar([x + off * width for x in range(len(levels))], ys, width=width, label=label)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(levels))], [str(x) for x in levels])
+    ax.set_xlabel("concurrent batches")
+    ax.set_ylabel("seconds")
+    ax.set_title("SQS scale-up: seconds to each level", fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def _timeline(r: Data) -> list[list[float]]:
+    """The sampled [seconds, concurrent, inflight, limit] rows that are whole."""
+    rows = r.get("timeline") or []
+    return [p for p in rows if isinstance(p, list) and len(p) >= 4 and None not in p[:4]]
+
+
+def scaleup_section(entry: Any, charts: Charts, machine: Data) -> str:
+    out = ["## Scale-up from a backlog\n\n"]
+    bad = _failed("bench_scaleup", entry)
+    if bad:
+        return out[0] + bad
+    r = entry["result"]
+    maximum = r.get("maximum_concurrency")
+    out.append(
+        f"A backlog of {num(r.get('messages'))} SQS messages, BatchSize 10, "
+        f"ScalingConfig.MaximumConcurrency {maximum}, a handler sleeping "
+        f"{num(r.get('sleep_ms'))} ms per batch, {r.get('workers')} workers: seconds from "
+        "`/readyz` until that many batches first ran at once (runtime: the handlers' recorded "
+        "intervals; sampled: the `lambda_concurrent_executions` gauge, which can miss short "
+        "peaks; limit: `esm_concurrency_limit`). Negative: before `/readyz` answered. "
+        "Lambda's figures are its documented ramp, modelled, not measured: "
+        f"{LAMBDA_INITIAL} batches at once, then 300 more a minute (60 before 2023), from "
+        "when its pollers see the backlog.\n\n"
+    )
+    out.append(_scaleup_table(r))
+    peak = r.get("concurrency_max")
+    out.append(
+        f"\nPeak {num(peak)} of {maximum} ({_percent(peak, maximum)} %), "
+        f"maximum {'reached' if r.get('reached_maximum') else 'NOT reached'}; first "
+        f"invocation {num(r.get('first_invocation_seconds'), 2)} s from `/readyz`; average "
+        f"concurrency over the drain {num(r.get('concurrency_avg'), 2)}. Drain "
+        f"{num(r.get('drain_seconds'), 2)} s = {num(r.get('msgs_per_s'))} messages/s; with "
+        f"every slot busy from the start it would take {num(r.get('ideal_drain_seconds'), 2)} "
+        "s (ministack serves about 1,100-1,300 messages/s in all, which can hold the runtime "
+        "below its ceiling).\n"
+    )
+    timeline = _timeline(r)
+    if timeline:
+        chart = charts.save(
+            "scaleup", lambda fig: _scaleup_timeline(fig, r, timeline), "Scale-up over time"
+        )
+    elif _levels(r):
+        chart = charts.save("scaleup", lambda fig: _scaleup_bars(fig, r), "Scale-up vs Lambda")
+    else:
+        return "".join(out) + "\n" + _cmd(entry)
+    out.append("\n" + chart + _caption(machine, entry))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- bench_dynamodb
+
+
+def _shards_text(shards: Any) -> str:
+    """The shards each raw run listed (ministack keeps one per table), said once if all
+    agree."""
+    seen = sorted({s for s in shards or [] if isinstance(s, int)})
+    if not seen:
+        return "shards not reported"
+    n = "/".join(str(s) for s in seen)
+    return f"{n} shard{'' if seen == [1] else 's'}"
+
+
+def dynamodb_section(entry: Any, charts: Charts, machine: Data) -> str:
+    out = ["## DynamoDB Streams\n\n"]
+    bad = _failed("bench_dynamodb", entry)
+    if bad:
+        return out[0] + bad
+    r = entry["result"]
+    repeat = r.get("repeat")
+    out.append(
+        f"{num(r.get('records'))} INSERT records ({r.get('view')}) of items of about "
+        f"{r.get('item_bytes')} B on one table's stream ({_shards_text(r.get('shards'))}: "
+        f"ministack keeps one per table), BatchSize {r.get('batch_size')}, "
+        f"{_units(r.get('workers'), 'worker')}, poll and checkpoint intervals "
+        f"{num(r.get('poll_interval'), 2)} s and "
+        f"{num(r.get('checkpoint_interval'), 2)} s. The runtime is timed from `/readyz` to "
+        "every record committed; the raw loop is aiobotocore DescribeStream then GetRecords "
+        "(Limit 1000) over every shard, counting records, decoding nothing. "
+        + (
+            f"Medians of {repeat} runs each, alternated."
+            if isinstance(repeat, int) and repeat > 1
+            else "One run each."
+        )
+        + "\n\n"
+    )
+    rt, raw = r.get("runtime_records_per_s"), r.get("raw_records_per_s")
+    rt_first, raw_first = (
+        r.get("runtime_records_per_s_from_first_record"),
+        r.get("raw_records_per_s_from_first_record"),
+    )
+    out.append(
+        table(
+            ["", "records/s", "from the first record read"],
+            [
+                ["runtime", num(rt), num(rt_first)],
+                ["raw GetRecords loop", num(raw), num(raw_first)],
+                ["ratio", ratio(rt, raw), ratio(rt_first, raw_first)],
+            ],
+        )
+    )
+    pairs = [p for p in r.get("pair_ratios") or [] if isinstance(p, int | float)]
+    if len(pairs) > 1:
+        out.append("\nRatio per round: " + ", ".join(f"{p:.2f}x" for p in pairs) + ".\n")
+    chart = charts.save(
+        "dynamodb_throughput",
+        lambda fig: _bars(fig, "DynamoDB Streams: records/s", ["runtime", "raw GetRecords"],
+                          [rt or 0, raw or 0], "records/s"),
+        "DynamoDB Streams throughput",
+    )  # fmt: skip
+    out.append("\n" + chart + _caption(machine, entry))
+    return "".join(out)
+
+
 def generic_section(title: str, name: str, entry: Any) -> str:
     """A benchmark without a dedicated section: its summary lines, as it printed them."""
     out = [f"## {title}\n\n"]
@@ -339,9 +695,9 @@ def render(data: Data, out_dir: Path, report_dir: Path) -> str:
         kafka_section(b.get("kafka"), charts),
         sqs_section(b.get("sqs"), b.get("sqs_fifo"), charts),
         kinesis_section(b.get("kinesis"), charts),
-        generic_section("DynamoDB Streams", "bench_dynamodb", b.get("dynamodb")),
-        generic_section("Scale-up from a backlog", "bench_scaleup", b.get("scaleup")),
-        generic_section("Partitions and shards: 1, 64, 512", "bench_scale", b.get("scale")),
+        dynamodb_section(b.get("dynamodb"), charts, m),
+        scaleup_section(b.get("scaleup"), charts, m),
+        scale_section(b.get("scale"), charts, m),
         filter_section(b.get("filter")),
     ]
     return "".join(head) + "\n".join(sections)

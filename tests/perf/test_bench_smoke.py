@@ -182,3 +182,71 @@ def test_bench_kinesis_smoke(aws_endpoint: str) -> None:
     [idle] = result["memory"]
     assert idle["shards"] == 4 and idle["exit_code"] == 0
     assert idle["rss_supervisor_mib"] > 0 and idle["rss_worker_mib"] > 0
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_dynamodb_smoke(aws_endpoint: str) -> None:
+    result, output = run_bench("bench_dynamodb", f"--records 500 --endpoint {aws_endpoint}")
+    assert result["records"] == 500
+    assert result["shards"] == [1]  # ministack: one shard per table's stream
+    for key in ("runtime_records_per_s", "raw_records_per_s", "ratio"):
+        assert result[key] > 0, (key, output)
+    runtime_runs = [r for r in result["runs"] if r["phase"] == "runtime"]
+    assert [r["committed_metric"] for r in runtime_runs] == [500], output
+    assert [r["exit_code"] for r in runtime_runs] == [0]
+    assert [r["function_errors"] for r in runtime_runs] == [0]
+    assert [r["records_read"] for r in result["runs"] if r["phase"] == "raw"] == [500]
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_scaleup_smoke(aws_endpoint: str) -> None:
+    result, output = run_bench(
+        "bench_scaleup",
+        f"--messages 300 --max-concurrency 4 --sleep-ms 50 --workers 1 --endpoint {aws_endpoint}",
+    )
+    assert result["messages"] == 300
+    assert result["maximum_concurrency"] == 4
+    assert result["levels"] == [2, 4, 4]  # 50, 90 and 100 % of 4, rounded up
+    assert result["deleted_metric"] == 300, output
+    assert result["records_handled"] == 300, output
+    assert result["exit_code"] == 0
+    assert 1 <= result["concurrency_max"] <= 4, output
+    assert result["drain_seconds"] > 0 and result["msgs_per_s"] > 0
+    assert set(result["handler_seconds"]) == {"2", "4"}
+    # Lambda's modelled ramp starts at 5 concurrent batches: 4 at once.
+    assert result["lambda_seconds"]["current"] == {"2": 0.0, "4": 0.0}
+    assert result["timeline"], output
+
+
+def _check_scale(run: BenchRun, source: str, records: int) -> None:
+    result, output = run
+    assert result["units"] == [2]
+    assert result["workers"] == 2
+    src = result["sources"][source]
+    assert src["records"] == records
+    [row] = src["runs"]
+    idle, load = row["idle"], row["load"]
+    assert idle["units"] == 2 and idle["exit_code"] == 0
+    assert idle["rss_supervisor_mib"] > 0, output
+    assert len(idle["rss_workers_mib"]) == 2 and min(idle["rss_workers_mib"]) > 0, output
+    assert idle["runtime_cores"] >= 0
+    assert idle["server_cores"] is None  # the server was given, not started by the bench
+    assert load["committed_metric"] == records, output
+    assert load["function_errors"] == 0 and load["exit_code"] == 0
+    assert load["records_per_s"] > 0, output
+    assert 0 < load["first_record_seconds"] <= load["committed_seconds"], output
+    assert len(load["rss_workers_mib"]) == 2 and load["rss_supervisor_mib"] > 0
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_scale_kafka_smoke(kafka_bootstrap: str) -> None:
+    run = run_bench(
+        "bench_scale", f"--quick --sources kafka --units 2 --bootstrap {kafka_bootstrap}"
+    )
+    _check_scale(run, "kafka", 2000)
+
+
+@pytest.mark.timeout(LIMIT_SECONDS + 30)
+def test_bench_scale_kinesis_smoke(aws_endpoint: str) -> None:
+    run = run_bench("bench_scale", f"--quick --sources kinesis --units 2 --endpoint {aws_endpoint}")
+    _check_scale(run, "kinesis", 400)
