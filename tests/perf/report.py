@@ -101,9 +101,8 @@ BENCHES: tuple[Bench, ...] = (
         "--messages 300 --max-concurrency 4 --sleep-ms 50 --workers 1",
         900,
     ),
-    # The longest (about 10 min): 512 Kinesis shards' leases are balanced by hand-offs before
-    # the idle window (up to --balance-timeout, 900 s); --quick is units 1,4, a few thousand
-    # records.
+    # The longest (a few minutes): six runtimes each on a fresh topic or stream of up to 512
+    # units; --quick is units 1,4, a few thousand records.
     Bench("scale", "bench_scale", "--sources kafka,kinesis --units 1,64,512", "--quick", 1800),
     Bench("filter", "bench_filter", "--seconds 2 --repeat 3", "--seconds 0.3 --repeat 1", 300),
 )
