@@ -85,8 +85,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from confluent_kafka import Producer
-
 from tests.perf.bench_kinesis import fill_stream, stream_config, temporary_stream
 from tests.perf.common import (
     BODY_BYTES,
@@ -97,7 +95,6 @@ from tests.perf.common import (
     cpu_seconds,
     cpu_snapshot,
     cpu_text,
-    make_body,
     rss_bytes,
     worker_cpu_seconds,
 )
@@ -114,7 +111,7 @@ from tests.perf.kafka_common import (
     SESSION_TIMEOUT_MS,
     UNUSED_AWS_ENDPOINT,
     create_topic,
-    delivery_report,
+    fill_topic,
     fresh_group,
     kafka_config,
 )
@@ -210,32 +207,8 @@ class KafkaSource:
         yield create_topic(self.bootstrap, units, f"bench-scale-{tag}")
 
     def fill(self, target: str, units: int, n: int) -> float:
-        """Produce record i (make_body(i)) to partition i mod units (kafka_common.fill_topic
-        knows its own 8 partitions only)."""
-        started = time.perf_counter()
-        failed, delivered = delivery_report()
-        p = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "linger.ms": 50,
-                "batch.num.messages": 10000,
-                "queue.buffering.max.messages": 1_000_000,
-            }
-        )
-        for i in range(n):
-            data = make_body(i).encode()
-            while True:
-                try:
-                    p.produce(target, value=data, partition=i % units, on_delivery=delivered)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-            if i % 10_000 == 0:
-                p.poll(0)
-        left = p.flush(300)
-        if left or failed:
-            raise BenchError(f"fill of {target}: {left} records not delivered, errors {failed}")
-        return time.perf_counter() - started
+        """Produce record i (make_body(i)) to partition i mod units."""
+        return fill_topic(self.bootstrap, target, n, partitions=units)
 
     def config(self, target: str, tag: str) -> dict[str, Any]:
         return kafka_config(self.bootstrap, target, NOOP_HANDLER, self.batch_size, fresh_group(tag))

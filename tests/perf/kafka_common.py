@@ -85,10 +85,14 @@ def delivery_report() -> tuple[list[str], Callable[[Any, Any], None]]:
 
 
 def fill_topic(
-    bootstrap: str, topic: str, n: int, value: Callable[[int], str] = make_body
+    bootstrap: str,
+    topic: str,
+    n: int,
+    value: Callable[[int], str] = make_body,
+    partitions: int = PARTITIONS,
 ) -> float:
     """Produce n records (``value(i)``, make_body's BODY_BYTES by default) round-robin over the
-    partitions; return the seconds."""
+    ``partitions`` (record i to partition i mod partitions); return the seconds."""
     started = time.perf_counter()
     failed, delivered = delivery_report()
     p = Producer(
@@ -103,7 +107,7 @@ def fill_topic(
         data = value(i).encode()
         while True:
             try:
-                p.produce(topic, value=data, partition=i % PARTITIONS, on_delivery=delivered)
+                p.produce(topic, value=data, partition=i % partitions, on_delivery=delivered)
                 break
             except BufferError:
                 p.poll(0.05)
