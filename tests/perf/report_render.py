@@ -639,17 +639,6 @@ def dynamodb_section(entry: Any, charts: Charts, machine: Data) -> str:
     return "".join(out)
 
 
-def generic_section(title: str, name: str, entry: Any) -> str:
-    """A benchmark without a dedicated section: its summary lines, as it printed them."""
-    out = [f"## {title}\n\n"]
-    bad = _failed(name, entry)
-    if bad:
-        return out[0] + bad
-    lines = [ln for ln in str(entry.get("output", "")).splitlines() if ln.strip()][-25:]
-    out.append("```\n" + "\n".join(lines) + "\n```\n\n" + _cmd(entry))
-    return "".join(out)
-
-
 def filter_section(entry: Any) -> str:
     out = ["## Filtering\n\n"]
     bad = _failed("bench_filter", entry)
