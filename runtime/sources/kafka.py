@@ -60,7 +60,7 @@ from runtime.sources.kafka_records import (
     partition_key,
     record_size,
 )
-from runtime.sources.kafka_refusal import RefusalWatch, list_topic, refusal
+from runtime.sources.kafka_refusal import UNREACHABLE_CODES, RefusalWatch, list_topic, refusal
 
 log = structlog.get_logger("runtime.sources.kafka")
 # librdkafka's own lines (connection failures, group errors) through the standard library, so
@@ -576,19 +576,6 @@ def _quietly(fn: Callable[[list[TopicPartition]], Any], tps: list[TopicPartition
         fn(tps)
 
 
-# librdkafka's errors for brokers that do not answer (as opposed to refused credentials or a
-# bad request): the mapping waits for them instead of failing.
-_UNREACHABLE_CODES = frozenset(
-    {
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError._RESOLVE,
-        KafkaError.BROKER_NOT_AVAILABLE,
-    }
-)
-
-
 def _unreachable(exc: BaseException) -> bool:
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return isinstance(error, KafkaError) and error.code() in _UNREACHABLE_CODES
+    return isinstance(error, KafkaError) and error.code() in UNREACHABLE_CODES

@@ -31,8 +31,17 @@ _log = structlog.get_logger("runtime.sources.kafka")
 _SASL_CODES = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 _TLS_CODES = frozenset({KafkaError._SSL})
 REFUSAL_CODES = _SASL_CODES | _TLS_CODES
-# librdkafka's codes for a broker connection that failed or for no broker left up.
-DOWN_CODES = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE})
+# librdkafka's errors for brokers that do not answer (as opposed to refused credentials or a
+# bad request): the mapping waits for them instead of failing, and reports them if they last.
+UNREACHABLE_CODES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RESOLVE,
+        KafkaError.BROKER_NOT_AVAILABLE,
+    }
+)
 
 # One metadata attempt: short, so that a refusal (known within milliseconds) is seen quickly;
 # a broker that does not answer is still given the whole timeout, attempt after attempt.
@@ -54,7 +63,7 @@ class RefusalWatch:
         code = error.code()
         if code in REFUSAL_CODES:
             self.refusal = error
-        elif code in DOWN_CODES and self._health is not None:
+        elif code in UNREACHABLE_CODES and self._health is not None:
             self._health.failed(error.str())
         _log.warning("kafka client error", error=error.str(), code=error.name())
 
