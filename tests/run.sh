@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 deploy/setup.sh --test --perf
 echo "==> ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "==> mypy (strict, runtime/)"; .venv/bin/mypy
-echo "==> pytest"; exec .venv/bin/python -m pytest "$@"
+echo "==> pytest"; exec .venv/bin/python -m pytest -n "${ESM_TEST_WORKERS:-3}" --dist worksteal "$@"

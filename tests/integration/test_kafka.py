@@ -167,7 +167,9 @@ def test_resumes_from_committed_offsets_after_restart(
 
 def test_rebalance_when_a_second_runtime_joins(kafka_bootstrap, runtime_factory, record_file):
     topic = create_topic(kafka_bootstrap, 4)
-    produce(kafka_bootstrap, topic, ({"i": i, "sleep": 0.3} for i in range(400)), partitions=4)
+    # 20 batches of 0.6 s per partition: 12 s of work, so the second runtime's join (3-5 s on
+    # Tansu, longer on a loaded machine) lands well before the first one has done it all.
+    produce(kafka_bootstrap, topic, ({"i": i, "sleep": 0.6} for i in range(400)), partitions=4)
     cfg = kafka_mapping(
         kafka_bootstrap, topic, record_file, BatchSize=5, MaximumBatchingWindowInSeconds=0
     )
