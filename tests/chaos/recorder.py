@@ -10,6 +10,12 @@ The lane is what may have one invocation in flight at a time: the FIFO message g
 Kafka partition, the Kinesis shard, the DynamoDB item key (one key lives on one shard); none
 for standard queues.
 
+With ``CHAOS_FAULT_EVERY=k``, number n with n % k == k - 1 makes the handler misbehave the first
+time it sees it (a marker file next to ``RECORD_FILE`` remembers it did), in turn: raise, hang
+past the function's Timeout, return what JSON cannot hold, or end its process with
+``os._exit``. Each writes an end line marked failed before it misbehaves, except the hang: that
+invocation ends when its worker is recycled (the test watches the workers die).
+
 A record that is deliberately not JSON (tests/chaos/test_bad_input.py) carries its number as
 ``#<n>`` in its text; with ``CHAOS_EVENT_BYTES=1`` the start line also holds the event's compact
 JSON size (what Lambda's 6 MB limit applies to) as ``bytes``.
@@ -34,6 +40,30 @@ _LEAK_MB = int(os.environ.get("CHAOS_LEAK_MB", "0"))
 _LEAKED: list[bytes] = []
 _EVENT_BYTES = os.environ.get("CHAOS_EVENT_BYTES") == "1"
 _MARKER = re.compile(r"#(\d+)")
+_FAULT_EVERY = int(os.environ.get("CHAOS_FAULT_EVERY", "0"))
+FAULTS = ("raise", "hang", "unserialisable", "exit")
+
+
+def fault_of(n: int, every: int = _FAULT_EVERY) -> str | None:
+    """The fault number ``n`` is chosen for (``CHAOS_FAULT_EVERY``), first time or not."""
+    if every <= 0 or n < 0 or n % every != every - 1:
+        return None
+    return FAULTS[(n // every) % len(FAULTS)]
+
+
+def _first_fault(numbers: list[int]) -> str | None:
+    """The fault to act out now: that of the first number here not yet faulted (the marker
+    file is created atomically, so a retry in any process sees it and succeeds)."""
+    for n in numbers:
+        fault = fault_of(n)
+        if fault is None:
+            continue
+        try:
+            os.close(os.open(f"{os.environ['RECORD_FILE']}.fault-{n}", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        return fault
+    return None
 
 
 def poisoned(n: int) -> bool:
@@ -86,7 +116,7 @@ def _write(line: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def handler(event: dict[str, Any], context: Any) -> None:
+def handler(event: dict[str, Any], context: Any) -> Any:
     found = items(event)
     rid = context.aws_request_id
     _write(
@@ -104,7 +134,15 @@ def handler(event: dict[str, Any], context: Any) -> None:
     time.sleep(_SLEEP)
     if _LEAK_MB:
         _LEAKED.append(b"x" * (_LEAK_MB << 20))
-    failed = any(poisoned(n) for _, _, n in found)
+    fault = _first_fault([n for _, _, n in found])
+    if fault == "hang":
+        time.sleep(600)  # the runtime gives up at Timeout and recycles this worker
+    failed = fault is not None or any(poisoned(n) for _, _, n in found)
     _write({"phase": "end", "t": time.time(), "pid": os.getpid(), "rid": rid, "failed": failed})
+    if fault == "unserialisable":
+        return {"not JSON": object()}
+    if fault == "exit":
+        os._exit(3)
     if failed:
         raise RuntimeError("poison record")
+    return None

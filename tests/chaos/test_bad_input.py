@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from runtime.pipeline.records import MAX_PAYLOAD_BYTES
 from tests.chaos.invariants import check, completed_numbers, read
-from tests.chaos.sources import KEYS, Source, config, make
+from tests.chaos.sources import KEYS, SOURCES, Source, config
 from tests.chaos.test_faults import report
 from tests.support.aws import Queue, wait_until
 from tests.support.aws import client as aws_client
@@ -38,19 +38,9 @@ from tests.support.kafka import committed, produce
 
 pytestmark = pytest.mark.integration
 
-SOURCES = ["sqs", "sqs-fifo", "kafka", "kinesis", "dynamodb"]
 KAFKA_PARTITIONS = 4  # tests.chaos.sources makes Kafka topics of 4 partitions
 SEVEN_MB = 7 * 1024 * 1024
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def source_of(request: pytest.FixtureRequest, sqs: Any, aws_endpoint: str) -> Any:
-    def make_source(name: str) -> Source:
-        bootstrap = request.getfixturevalue("kafka_bootstrap") if name == "kafka" else None
-        return make(name, sqs=sqs, aws_endpoint=aws_endpoint, kafka_bootstrap=bootstrap)
-
-    return make_source
 
 
 # ------------------------------------------------------------------ writing raw records

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.invariants import Invocation, check, completed_numbers, read
-from tests.chaos.sources import RESTART_ENV, SOURCES, Source, config, make
+from tests.chaos.sources import RESTART_ENV, SOURCES, Source, config
 from tests.support.aws import wait_until
 from tests.support.kafka import copy_group_offsets
 from tests.support.runtime import RuntimeProcess
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.integration
 
 KILLS = int(os.environ.get("ESM_CHAOS_KILLS", "20"))
 RECORDS = int(os.environ.get("ESM_CHAOS_RECORDS", "1000"))
-
-
-@pytest.fixture
-def source_of(request, sqs, aws_endpoint):
-    def make_source(name: str) -> Source:
-        bootstrap = request.getfixturevalue("kafka_bootstrap") if name == "kafka" else None
-        return make(name, sqs=sqs, aws_endpoint=aws_endpoint, kafka_bootstrap=bootstrap)
-
-    return make_source
 
 
 def report(scenario: str, source: str, figures: dict[str, Any]) -> None:
