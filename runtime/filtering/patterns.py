@@ -46,20 +46,21 @@ Deliberate differences from event-ruler, all on inputs outside the AWS-validated
 Matching is compiled once per pattern: a fast evaluator walks the pattern's paths with direct
 key lookups and type-specialised leaf tests; events with arrays of objects on those paths, or
 dotted keys that could reach them, go to the general algorithm (fields with their array
-memberships, then a memoised search for an array-consistent choice).
+memberships, then a memoised search for an array-consistent choice). This module parses,
+validates and compiles; :mod:`runtime.filtering.fast_match` and
+:mod:`runtime.filtering.array_match` are the two matchers.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.filtering._values import (
     FilterPatternError,
     Leaf,
-    LeafTest,
     NumberLiteral,
     NumberMatch,
     ValueSpec,
@@ -68,6 +69,8 @@ from runtime.filtering._values import (
     parse_cidr,
     parse_wildcard,
 )
+from runtime.filtering.array_match import Collector, Condition, Search, TrieNode
+from runtime.filtering.fast_match import FastNode, build_fast, match_fast
 
 __all__ = [
     "MAX_ALTERNATIVES",
@@ -472,336 +475,10 @@ _MATCH_TYPES: dict[str, Callable[[Any], ValueSpec]] = {
 }
 
 
-# ------------------------------------------------------------------------------------------
-# Compiled form: a trie of path segments
-# ------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Condition:
-    """One path of one alternative: the leaf test of its rule list."""
-
-    path_id: int
-    test: LeafTest
-    allow_absent: bool
-
-
-@dataclass(slots=True)
-class _TrieNode:
-    children: dict[str, _TrieNode] = field(default_factory=dict)
-    path_id: int | None = None
-
-    def descend(self, segments: list[str]) -> _TrieNode | None:
-        node: _TrieNode | None = self
-        for segment in segments:
-            assert node is not None
-            node = node.children.get(segment)
-            if node is None:
-                return None
-        return node
-
-    @property
-    def deep(self) -> bool:
-        """Whether a dotted event key (``"x.y"``) in an object here can reach a pattern path."""
-        return any(child.children for child in self.children.values())
-
-
-# The fast evaluator's node: (keys whose pattern continues into objects, leaf entries, child
-# entries); a dotted event key "x.y" matters only when "x" is one of the first.
-# A leaf entry is a condition on the key's own value:
-#   (key, test for str, test for finite double or None, test for any leaf, allow_absent)
-# a child entry is the pattern continuing inside the key's object:
-#   (key, node, whether the node's conditions all hold when the key is absent)
-_FastLeaf = tuple[str, Callable[[str], bool], Callable[[float], bool] | None, LeafTest, bool]
-_FastChild = tuple[str, "_FastNode", bool]
-_FastNode = tuple[frozenset[str], tuple[_FastLeaf, ...], tuple[_FastChild, ...]]
-
-_MISSING: Any = object()
-_BAIL = None  # the fast evaluator's "cannot tell without the general algorithm"
-_EXACT_INT = 2**53  # ints within ±2**53 are exactly doubles
-_Membership = tuple[tuple[int, int], ...]
-_Fields = dict[int, list[tuple[Any, _Membership]]]
-
-
-def _dotted_key_matters(obj: dict[str, Any], deep_keys: frozenset[str]) -> bool:
-    """Whether a dotted key of ``obj`` may reach a pattern path (``deep_keys``: see _FastNode)."""
-    try:
-        if "." not in "".join(obj):  # the common case, in C
-            return False
-    except TypeError:  # a key that is not a string: let the general algorithm look
-        return True
-    return any("." in key and key.partition(".")[0] in deep_keys for key in obj)
-
-
-def _leaves(values: list[Any] | tuple[Any, ...]) -> Iterator[Any]:
-    """The leaf values of an array (nested arrays flattened, objects skipped), no recursion."""
-    stack: list[Iterator[Any]] = [iter(values)]
-    while stack:
-        for value in stack[-1]:
-            if isinstance(value, list | tuple):
-                stack.append(iter(value))
-                break
-            if not isinstance(value, Mapping):
-                yield value
-        else:
-            stack.pop()
-
-
-def _fast(node: _FastNode, obj: dict[str, Any]) -> bool | None:
-    """Match one alternative on an object whose pattern paths cross no array of objects.
-
-    Returns None ("bail") on an array where the pattern continues into objects, a dotted key
-    that may matter or a value that is not plain JSON: the general algorithm decides those.
-    Without arrays every condition is independent, so the first failing one decides.
-    """
-    deep_keys, leaves, children = node
-    if deep_keys and _dotted_key_matters(obj, deep_keys):
-        return _BAIL
-    for key, on_str, on_double, test, allow_absent in leaves:
-        value = obj.get(key, _MISSING)
-        kind = type(value)
-        if kind is str:
-            if not on_str(value):
-                return False
-        elif kind is int:
-            if on_double is not None and -_EXACT_INT <= value <= _EXACT_INT:
-                if not on_double(float(value)):
-                    return False
-            elif not test(value):
-                return False
-        elif kind is float:
-            if on_double is not None and value - value == 0.0:  # finite
-                if not on_double(value):
-                    return False
-            elif not test(value):
-                return False
-        elif value is _MISSING or kind is dict:  # no leaf value at this path
-            if not allow_absent:
-                return False
-        elif kind is list:  # any leaf element satisfies the condition
-            present = False
-            for leaf in _leaves(value):
-                if test(leaf):
-                    break
-                present = True
-            else:
-                if present or not allow_absent:
-                    return False
-        elif kind is bool or value is None:
-            if not test(value):
-                return False
-        else:
-            return _BAIL
-    for key, child, absent_ok in children:
-        value = obj.get(key, _MISSING)
-        kind = type(value)
-        if kind is dict:
-            result = _fast(child, value)
-            if result is not True:
-                return result
-        elif kind is list or not (value is _MISSING or kind in _SCALARS):
-            return _BAIL
-        elif not absent_ok:
-            return False
-    return True
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-_SearchKey = tuple[int, tuple[int, ...], tuple[tuple[int, int], ...]]
-
-
-@dataclass(slots=True)
-class _Group:
-    """A path's candidate fields, indexed by array membership (outermost array first)."""
-
-    values: list[Any] = field(default_factory=list)  # fields outside any further array
-    arrays: dict[int, dict[int, _Group]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, candidates: list[tuple[Any, _Membership]]) -> _Group:
-        root = cls()
-        for value, membership in candidates:
-            group = root
-            for array, index in membership:
-                group = group.arrays.setdefault(array, {}).setdefault(index, cls())
-            group.values.append(value)
-        return root
-
-    def compatible(self, chosen: dict[int, int]) -> Iterator[tuple[Any, _Membership]]:
-        """The fields whose array elements agree with ``chosen``, without visiting the others."""
-        pending: list[tuple[_Group, _Membership]] = [(self, ())]
-        while pending:
-            group, membership = pending.pop()
-            for value in group.values:
-                yield value, membership
-            for array, elements in group.arrays.items():
-                index = chosen.get(array)
-                if index is None:
-                    pending.extend((g, (*membership, (array, i))) for i, g in elements.items())
-                elif index in elements:
-                    pending.append((elements[index], (*membership, (array, index))))
-
-
-class _Search:
-    """Is there an array-consistent choice of fields satisfying every condition of one alternative?
-
-    Conditions are taken in order. One that a field outside any array satisfies needs no
-    choice; otherwise each array element that can satisfy it is tried (and, for
-    ``{"exists": false}``, being absent, checked once every choice is made). Only fields that
-    agree with the choices so far are visited, options that differ only in arrays no later
-    condition looks at are tried once, and failures are remembered by the choices that can
-    still matter: events with many array elements cannot make the search explode.
-    """
-
-    def __init__(self, conditions: list[_Condition], fields: _Fields) -> None:
-        self.conditions = conditions
-        self.groups = [_Group.of(fields.get(c.path_id, [])) for c in conditions]
-        arrays = [
-            frozenset(a for _, m in fields.get(c.path_id, ()) for a, _ in m) for c in conditions
-        ]
-        later: list[frozenset[int]] = [frozenset()] * (len(conditions) + 1)
-        for i in range(len(conditions) - 1, -1, -1):
-            later[i] = later[i + 1] | arrays[i]
-        # arrays whose choice still matters from condition i on: those of the fields of the
-        # conditions i.., and of the earlier conditions that may have been deferred as absent
-        self.visible: list[frozenset[int]] = []
-        maybe_absent: frozenset[int] = frozenset()
-        for i in range(len(conditions) + 1):
-            self.visible.append(later[i] | maybe_absent)
-            if i < len(conditions) and conditions[i].allow_absent:
-                maybe_absent |= arrays[i]
-        self.absent_groups = {
-            c.path_id: group for c, group in zip(conditions, self.groups, strict=True)
-        }
-        self.failed: set[_SearchKey] = set()
-
-    def _key(self, i: int, chosen: dict[int, int], absent: tuple[int, ...]) -> _SearchKey:
-        visible = self.visible[i]
-        return i, absent, tuple(sorted(kv for kv in chosen.items() if kv[0] in visible))
-
-    def run(
-        self, i: int = 0, chosen: dict[int, int] | None = None, absent: tuple[int, ...] = ()
-    ) -> bool:
-        chosen = {} if chosen is None else chosen
-        conditions = self.conditions
-        while i < len(conditions):
-            key = None
-            if chosen and self.failed:
-                key = self._key(i, chosen, absent)
-                if key in self.failed:
-                    return False
-            condition, group = conditions[i], self.groups[i]
-            if any(condition.test(v) for v in group.values):
-                i += 1  # a field outside any array: no choice can do better
-                continue
-            can_be_absent = condition.allow_absent and not group.values
-            visible = self.visible[i + 1]
-            options = {
-                tuple(kv for kv in membership if kv[0] in visible)
-                for value, membership in group.compatible(chosen)
-                if membership and condition.test(value)
-            }
-            if not options:
-                if not can_be_absent:
-                    return False
-                absent = (*absent, condition.path_id)
-                i += 1
-                continue
-            for option in options:
-                extended = dict(chosen)
-                extended.update(option)
-                if self.run(i + 1, extended, absent):
-                    return True
-            if can_be_absent and self.run(i + 1, chosen, (*absent, condition.path_id)):
-                return True
-            self.failed.add(key or self._key(i, chosen, absent))
-            return False
-        return not any(
-            True for path_id in absent for _ in self.absent_groups[path_id].compatible(chosen)
-        )
-
-
-class _Collector:
-    """The event's fields on the pattern's paths, with their array memberships."""
-
-    def __init__(self) -> None:
-        self.fields: _Fields = {}
-        self._arrays = 0
-
-    def visit_object(
-        self, node: _TrieNode, obj: Mapping[Any, Any], membership: _Membership
-    ) -> None:
-        for key, child in node.children.items():
-            value = obj.get(key, _MISSING)
-            if value is not _MISSING:
-                self.visit(child, value, membership)
-        if node.deep:
-            for key, value in obj.items():
-                if isinstance(key, str) and "." in key:
-                    target = node.descend(key.split("."))
-                    if target is not None:
-                        self.visit(target, value, membership)
-
-    def visit(self, node: _TrieNode, value: Any, membership: _Membership) -> None:
-        if isinstance(value, Mapping):
-            if node.children:
-                self.visit_object(node, value, membership)
-        elif isinstance(value, list | tuple):
-            # nested arrays without recursion: each array gets its own id
-            pending: list[tuple[list[Any] | tuple[Any, ...], _Membership]] = [(value, membership)]
-            while pending:
-                items, outer = pending.pop()
-                self._arrays += 1
-                array = self._arrays
-                for index, element in enumerate(items):
-                    inner = (*outer, (array, index))
-                    if isinstance(element, list | tuple):
-                        pending.append((element, inner))
-                    else:
-                        self.visit(node, element, inner)
-        elif node.path_id is not None:
-            self.fields.setdefault(node.path_id, []).append((value, membership))
-
-
 @dataclass(slots=True)
 class _Alternative:
-    conditions: list[_Condition]
-    fast: _FastNode
-
-
-def _build_fast(rule_paths: list[tuple[list[str], Leaf]]) -> _FastNode:
-    """The fast evaluator's tree for one alternative."""
-
-    @dataclass
-    class Draft:
-        leaf: Leaf | None = None
-        children: dict[str, Draft] = field(default_factory=dict)
-
-        def absent_ok(self) -> bool:
-            own = self.leaf is None or self.leaf.allow_absent
-            return own and all(c.absent_ok() for c in self.children.values())
-
-        def freeze(self) -> _FastNode:
-            leaves = tuple(
-                (key, c.leaf.on_str, c.leaf.on_double, c.leaf.test, c.leaf.allow_absent)
-                for key, c in self.children.items()
-                if c.leaf is not None
-            )
-            children = tuple(
-                (key, c.freeze(), c.absent_ok()) for key, c in self.children.items() if c.children
-            )
-            deep_keys = frozenset(key for key, c in self.children.items() if c.children)
-            return deep_keys, leaves, children
-
-    root = Draft()
-    for segments, leaf in rule_paths:
-        node = root
-        for segment in segments:
-            node = node.children.setdefault(segment, Draft())
-        node.leaf = leaf
-    return root.freeze()
+    conditions: list[Condition]
+    fast: FastNode
 
 
 class CompiledPattern:
@@ -815,12 +492,12 @@ class CompiledPattern:
 
     def __init__(self, source: str, rules: list[Rule], number_match: NumberMatch) -> None:
         self.source = source
-        self._trie = _TrieNode()
+        self._trie = TrieNode()
         path_ids: dict[str, int] = {}
         leaves: dict[int, Leaf] = {}
         self._alternatives: list[_Alternative] = []
         for rule in rules:
-            conditions: list[_Condition] = []
+            conditions: list[Condition] = []
             fast_paths: list[tuple[list[str], Leaf]] = []
             for path, specs in rule.items():
                 path_id = path_ids.get(path)
@@ -828,15 +505,15 @@ class CompiledPattern:
                     path_id = path_ids[path] = len(path_ids)
                     node = self._trie
                     for segment in path.split("."):
-                        node = node.children.setdefault(segment, _TrieNode())
+                        node = node.children.setdefault(segment, TrieNode())
                     node.path_id = path_id
                 # rule lists are shared between alternatives: compile each one once
                 leaf = leaves.get(id(specs))
                 if leaf is None:
                     leaf = leaves[id(specs)] = build_leaf(specs, number_match)
-                conditions.append(_Condition(path_id, leaf.test, leaf.allow_absent))
+                conditions.append(Condition(path_id, leaf.test, leaf.allow_absent))
                 fast_paths.append((path.split("."), leaf))
-            self._alternatives.append(_Alternative(conditions, _build_fast(fast_paths)))
+            self._alternatives.append(_Alternative(conditions, build_fast(fast_paths)))
         self.fields: frozenset[str] = frozenset(p.split(".", 1)[0] for p in path_ids)
         self._matches_nothing_present = any(
             all(c.allow_absent for c in alt.conditions) for alt in self._alternatives
@@ -857,7 +534,7 @@ class CompiledPattern:
                 return self._matches_nothing_present
             event = dict(event)
         for alternative in self._alternatives:
-            result = _fast(alternative.fast, event)
+            result = match_fast(alternative.fast, event)
             if result is None:
                 return self._matches_general(event)
             if result:
@@ -865,10 +542,10 @@ class CompiledPattern:
         return False
 
     def _matches_general(self, event: Mapping[str, Any]) -> bool:
-        collector = _Collector()
+        collector = Collector()
         collector.visit_object(self._trie, event, ())
         fields = collector.fields
-        return any(_Search(alt.conditions, fields).run() for alt in self._alternatives)
+        return any(Search(alt.conditions, fields).run() for alt in self._alternatives)
 
 
 def compile_pattern(text: str, *, number_match: NumberMatch = "numeric") -> CompiledPattern:

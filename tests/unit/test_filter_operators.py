@@ -21,7 +21,7 @@ from runtime.filtering import (
     FilterPatternError,
     compile_pattern,
 )
-from runtime.filtering.patterns import _Collector
+from runtime.filtering.array_match import Collector
 
 
 def compiled(pattern: Any, **options: Any) -> CompiledPattern:
@@ -813,7 +813,7 @@ def _random_value(rng: random.Random, depth: int) -> Any:
 
 def _brute_force(pattern: CompiledPattern, event: dict[str, Any]) -> bool:
     """Try every combination of fields (or absence) for every alternative."""
-    collector = _Collector()
+    collector = Collector()
     collector.visit_object(pattern._trie, event, ())
     fields = collector.fields
     for alternative in pattern._alternatives:
