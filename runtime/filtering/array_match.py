@@ -1,6 +1,6 @@
 """The general matching algorithm of a compiled filter pattern, for events the fast evaluator
-(:mod:`runtime.filtering.fast_match`) cannot decide: arrays of objects on the pattern's paths,
-or dotted event keys.
+(:mod:`runtime.filtering.fast_match`) cannot decide: an array where the pattern continues into
+objects, a dotted event key that could reach a pattern path, a value that is not plain JSON.
 
 The event's fields on the pattern's paths are collected with their array memberships
 (:class:`Collector`, over a trie of the paths: :class:`TrieNode`); then, per alternative, a

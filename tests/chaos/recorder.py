@@ -28,6 +28,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 _SLEEP = float(os.environ.get("CHAOS_SLEEP", "0.02"))
@@ -51,7 +52,12 @@ def fault_of(n: int, every: int = _FAULT_EVERY) -> str | None:
     return FAULTS[(n // every) % len(FAULTS)]
 
 
-def _first_fault(numbers: list[int]) -> str | None:
+def fault_marker(record_file: str | Path, n: int) -> Path:
+    """The file that says number ``n`` was faulted; it holds the request id that did it."""
+    return Path(f"{record_file}.fault-{n}")
+
+
+def _first_fault(numbers: list[int], rid: str) -> str | None:
     """The fault to act out now: that of the first number here not yet faulted (the marker
     file is created atomically, so a retry in any process sees it and succeeds)."""
     for n in numbers:
@@ -59,9 +65,13 @@ def _first_fault(numbers: list[int]) -> str | None:
         if fault is None:
             continue
         try:
-            os.close(os.open(f"{os.environ['RECORD_FILE']}.fault-{n}", os.O_CREAT | os.O_EXCL))
+            fd = os.open(
+                fault_marker(os.environ["RECORD_FILE"], n), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+            )
         except FileExistsError:
             continue
+        os.write(fd, rid.encode())
+        os.close(fd)
         return fault
     return None
 
@@ -134,7 +144,7 @@ def handler(event: dict[str, Any], context: Any) -> Any:
     time.sleep(_SLEEP)
     if _LEAK_MB:
         _LEAKED.append(b"x" * (_LEAK_MB << 20))
-    fault = _first_fault([n for _, _, n in found])
+    fault = _first_fault([n for _, _, n in found], rid)
     if fault == "hang":
         time.sleep(600)  # the runtime gives up at Timeout and recycles this worker
     failed = fault is not None or any(poisoned(n) for _, _, n in found)

@@ -6,6 +6,7 @@ ESM_TEST_AWS_ENDPOINT points the tests at an already running emulator instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -29,10 +30,38 @@ def _stop(proc: subprocess.Popen[bytes] | None, log: Any) -> None:
         log.close()
 
 
+# Under pytest-xdist each test process takes its listening ports from a block of its own below
+# the kernel's ephemeral range (32768-60999 by default): a port freed here and bound later by a
+# server (or freed while a broker restarts on it) cannot then be taken meanwhile by another test
+# process, nor by any process's outgoing connection. Outside xdist the kernel chooses.
+_PORT_BLOCK_START = 20000
+_PORT_BLOCK_SIZE = 1000
+_port_turn = itertools.count()
+
+
+def _xdist_index() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    index = _xdist_index()
+    if index is None or index >= 12:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    start = _PORT_BLOCK_START + index * _PORT_BLOCK_SIZE
+    for _ in range(_PORT_BLOCK_SIZE):
+        # In turn, not at random: a port handed out here is not handed out again until the
+        # block wraps, so a server that restarts on its port finds it still free.
+        port = start + next(_port_turn) % _PORT_BLOCK_SIZE
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + _PORT_BLOCK_SIZE - 1}")
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:

@@ -47,6 +47,10 @@ class RuntimeProcess:
             "ESM_SQS_WAIT_TIME_SECONDS": "1",
             "ESM_DRAIN_TIMEOUT_SECONDS": "20",
             "ESM_WORKER_RESTART_BACKOFF_SECONDS": "0.2",
+            # The test's own lease and mapping stores (the default, esm-data/ under the working
+            # directory, would be one file for every test process of a parallel run); the
+            # runtimes of one test share them, as the pods of one deployment would.
+            "ESM_DATA_DIR": str(workdir / "esm-data"),
             **(env or {}),
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
