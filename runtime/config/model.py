@@ -244,7 +244,7 @@ class EventSourceMappingConfig(_LambdaShape):
     )
     tags: dict[str, str] | None = Field(default=None, alias="Tags")
     # Runtime extension (not a Lambda field): SQS only. Lambda deletes messages that match no
-    # filter; "Keep" makes them visible again at once instead, for other consumers.
+    # filter; "Keep" makes them visible again after 1 s instead, for other consumers.
     filtered_out_messages: Literal["Delete", "Keep"] | None = Field(
         default=None, alias="FilteredOutMessages"
     )

@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     worker_stall_timeout_seconds: float = Field(
         default=60.0,
         ge=1,
-        description="A worker whose event loop makes no progress for this long beyond the "
-        "longest function timeout is killed and restarted (an async handler blocking the loop).",
+        description="A worker whose event loop makes no progress for this long beyond its "
+        "function's timeout is killed and restarted (an async handler blocking the loop).",
     )
 
     # HTTP endpoints (/metrics, /healthz, /readyz).

@@ -807,6 +807,9 @@ def test_functions_may_give_one_variable_different_values() -> None:
         "https_proxy",
         "HTTP_PROXY",
         "NO_PROXY",
+        # They change where the runtime's clients look for instance credentials.
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+        "AWS_EC2_METADATA_V1_DISABLED",
     ],
 )
 def test_reserved_variables_are_refused(name: str) -> None:
@@ -815,6 +818,11 @@ def test_reserved_variables_are_refused(name: str) -> None:
         "settings and the variables that configure the runtime's own AWS clients and proxies "
         "cannot be set by a function)"
     ]
+
+
+def test_a_variable_lambda_lets_functions_set_is_accepted() -> None:
+    """``AWS_LAMBDA_EXEC_WRAPPER`` is not reserved on Lambda: a function may set it."""
+    assert problems_of({"functions": {"a": env_function(AWS_LAMBDA_EXEC_WRAPPER="/w")}}) == []
 
 
 def test_importing_a_handler_leaves_the_process_environment_alone(
