@@ -334,9 +334,11 @@ def test_parallelization_factor_runs_keys_of_one_shard_at_once_in_order_per_key(
 
 def test_a_shard_blocked_by_a_failing_batch_is_reported(kinesis, runtime_factory, record_file, env):
     arn = create_stream(kinesis, 1)
-    put(kinesis, arn, [("k", {"n": 0, "fail_until": time.time() + 4}), ("k", {"n": 1})])
     cfg = stream_mapping(arn, record_file)
     rt = runtime_factory(cfg, env={**env, "ESM_BLOCKED_UNIT_WARNING_SECONDS": "1"}).start()
+    # Written once the runtime reads the shard, so the record fails for 4 s of its reading
+    # however long the start took (a loaded machine's start once used up most of them).
+    put(kinesis, arn, [("k", {"n": 0, "fail_until": time.time() + 4}), ("k", {"n": 1})])
     wait_until(lambda: rt.metric("esm_unit_blocked_seconds") >= 1, 20)
     # IteratorAge: the failing record, read and not checkpointed, is getting older.
     shard = kinesis.list_shards(StreamName=arn.split("/")[1])["Shards"][0]["ShardId"]
